@@ -7,13 +7,16 @@ For each target $y$, $\|y - \hat y\|^2 = f_y(\lambda)\,\|\epsilon - \hat\epsilon
 | `"eps"` | $1$ |
 | `"x"` | $e^{-\lambda}$ |
 | `"v"` ($v = \alpha\epsilon - \sigma x$) | $1 + e^{-\lambda}$ |
-| `"F"` (EDM, $x = c_{\mathrm{skip}} z_{\mathrm{edm}} + c_{\mathrm{out}} F$) | $e^{-\lambda}/c_{\mathrm{out}}^2 = (e^{-\lambda} + \sigma_d^2)/\sigma_d^2$ |
+| `"F"` (EDM, $x = c_{\rm skip} z_{\rm edm} + c_{\rm out}F$) | $1+e^{-\lambda}/\sigma_d^2$ |
 | `"u"` (flow velocity $\epsilon - x$, $\alpha = 1-t$, $\sigma = t$) | $(1 + e^{-\lambda/2})^2$ |
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import special
+
+from reference.schedules import alpha_sigma
 
 TARGETS = ("eps", "x", "v", "F", "u")
 
@@ -25,7 +28,10 @@ def check_target(target: str) -> str:
 
 
 def target_factor(target: str, logsnr, sigma_data: float = 0.5):
-    r"""$f_{\mathrm{target}}(\lambda)$ with $\|\mathrm{target} - \widehat{\mathrm{target}}\|^2 = f\,\|\epsilon - \hat\epsilon\|^2$."""
+    r"""The factor $f$ in $\|y - \hat y\|^2 = f(\lambda)\|\epsilon - \hat\epsilon\|^2$, target $y$.
+
+    **Returns:** an array like `logsnr`.
+    """
     check_target(target)
     logsnr = np.asarray(logsnr, dtype=np.float64)
     if target == "eps":
@@ -37,3 +43,113 @@ def target_factor(target: str, logsnr, sigma_data: float = 0.5):
     if target == "F":
         return np.exp(-logsnr) / sigma_data**2 + 1.0
     return (1.0 + np.exp(-0.5 * logsnr)) ** 2
+
+
+# --- conversions between a network's prediction and ε̂ --------------------------------------
+#
+# With $D = \sigma^2 + \sigma_d^2\alpha^2 = \alpha^2(\sigma_{\mathrm{edm}}^2 + \sigma_d^2)$ the EDM
+# preconditioning becomes $c_{\mathrm{in}} z_{\mathrm{edm}} = z/\sqrt D$ and
+# $\hat\epsilon = \sigma z / D - \alpha\sigma_d \hat F/\sqrt D$: no division by a small number,
+# since $D \ge \min(1, \sigma_d^2)$.
+
+
+def _edm_denominator(logsnr, sigma_data: float):
+    r"""$D = \sigma^2 + \sigma_d^2 \alpha^2$
+    $= \mathrm{sigmoid}(-\lambda) + \sigma_d^2\,\mathrm{sigmoid}(\lambda)$.
+
+    **Returns:** an array like `logsnr`.
+    """
+    return special.expit(-logsnr) + sigma_data**2 * special.expit(logsnr)
+
+
+def target_value(target: str, x, eps, logsnr, sigma_data: float = 0.5):
+    r"""The regression target $y(x, \epsilon, \lambda)$ of a network trained on `target`.
+
+    $$y_{\epsilon} = \epsilon,\quad y_x = x,\quad y_v = \alpha\epsilon - \sigma x,\quad
+      y_F = \frac{\sigma x/\sigma_d - \alpha\sigma_d\,\epsilon}{\sqrt{D}},\quad
+      y_u = \epsilon - x,$$
+    with $D = \sigma^2 + \sigma_d^2\alpha^2$. $y_F$ is EDM's $F = (x - c_{\mathrm{skip}}
+    z_{\mathrm{edm}})/c_{\mathrm{out}}$ rewritten without dividing by $c_{\mathrm{out}}$ (exact for
+    every $\lambda$). `logsnr` broadcasts against `x` (a scalar for one example).
+
+    **Returns:** an array like `x`.
+    """
+    check_target(target)
+    x, eps = np.asarray(x, dtype=np.float64), np.asarray(eps, dtype=np.float64)
+    logsnr = np.asarray(logsnr, dtype=np.float64)
+    alpha, sigma = alpha_sigma(logsnr)
+    if target == "eps":
+        return eps.copy()
+    if target == "x":
+        return x.copy()
+    if target == "v":
+        return alpha * eps - sigma * x
+    if target == "F":
+        d = _edm_denominator(logsnr, sigma_data)
+        return (sigma * x / sigma_data - alpha * sigma_data * eps) / np.sqrt(d)
+    return eps - x
+
+
+def eps_from_prediction(target: str, prediction, z, logsnr, sigma_data: float = 0.5):
+    r"""Convert a network's prediction of `target` at $z = \alpha x + \sigma\epsilon$ into ε̂.
+
+    $$\hat\epsilon = \begin{cases}
+      \hat y & \epsilon \\
+      (z - \alpha\hat x)/\sigma & x \\
+      \sigma z + \alpha\hat v & v \\
+      \sigma z/D - \alpha\sigma_d\hat F/\sqrt{D} & F \\
+      (z + \alpha\hat u)/(\alpha + \sigma) & u
+    \end{cases}$$
+    For $v$: $\sigma z + \alpha v = (\sigma^2 + \alpha^2)\epsilon = \epsilon$. For $F$: substitute
+    $\hat x = c_{\mathrm{skip}} z_{\mathrm{edm}} + c_{\mathrm{out}}\hat F$ into
+    $\hat\epsilon = (z - \alpha\hat x)/\sigma$ and use
+    $\alpha^2(\sigma_{\mathrm{edm}}^2 + \sigma_d^2) = D$.
+    For $u$: the flow path $\alpha_f = 1-t$, $\sigma_f = t$ with the same $\lambda$ has
+    $\alpha_f = \alpha/(\alpha+\sigma)$, $z_f = z/(\alpha+\sigma)$, and
+    $z_f = \alpha_f\hat x + \sigma_f\hat\epsilon = \hat\epsilon - \alpha_f\hat u$.
+    Only `"x"` divides by a possibly small number ($\sigma$); its amplification $e^{\lambda/2}$
+    is that of the problem ($\|\delta\hat\epsilon\|^2 = e^{\lambda}\|\delta\hat x\|^2$).
+
+    **Returns:** $\hat\epsilon$, an array like `z`.
+    """
+    check_target(target)
+    prediction, z = np.asarray(prediction, dtype=np.float64), np.asarray(z, dtype=np.float64)
+    logsnr = np.asarray(logsnr, dtype=np.float64)
+    alpha, sigma = alpha_sigma(logsnr)
+    if target == "eps":
+        return prediction.copy()
+    if target == "x":
+        return (z - alpha * prediction) / sigma
+    if target == "v":
+        return sigma * z + alpha * prediction
+    if target == "F":
+        d = _edm_denominator(logsnr, sigma_data)
+        return sigma * z / d - alpha * sigma_data * prediction / np.sqrt(d)
+    return (z + alpha * prediction) / (alpha + sigma)
+
+
+def prediction_from_eps(target: str, eps_hat, z, logsnr, sigma_data: float = 0.5):
+    r"""Inverse of `eps_from_prediction`: the prediction of `target` that yields $\hat\epsilon$.
+
+    $$\hat x = (z - \sigma\hat\epsilon)/\alpha,\quad \hat v = (\hat\epsilon - \sigma z)/\alpha,\quad
+      \hat F = \frac{\sqrt D}{\alpha\sigma_d}\Big(\frac{\sigma z}{D} - \hat\epsilon\Big),\quad
+      \hat u = \frac{(\alpha+\sigma)\hat\epsilon - z}{\alpha}.$$
+    All but `"eps"` divide by $\alpha$: inherent, since the factor $f_y(\lambda)$ grows like
+    $e^{-\lambda}$ as $\lambda \to -\infty$.
+
+    **Returns:** the prediction, an array like `z`.
+    """
+    check_target(target)
+    eps_hat, z = np.asarray(eps_hat, dtype=np.float64), np.asarray(z, dtype=np.float64)
+    logsnr = np.asarray(logsnr, dtype=np.float64)
+    alpha, sigma = alpha_sigma(logsnr)
+    if target == "eps":
+        return eps_hat.copy()
+    if target == "x":
+        return (z - sigma * eps_hat) / alpha
+    if target == "v":
+        return (eps_hat - sigma * z) / alpha
+    if target == "F":
+        d = _edm_denominator(logsnr, sigma_data)
+        return np.sqrt(d) / (alpha * sigma_data) * (sigma * z / d - eps_hat)
+    return ((alpha + sigma) * eps_hat - z) / alpha

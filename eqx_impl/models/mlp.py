@@ -1,0 +1,97 @@
+r"""A λ-conditioned MLP denoiser for low-dimensional data."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from eqx_impl._typing import Array, Float, PRNGKeyArray, ScalarLike
+from eqx_impl.models.embeddings import NoiseEmbedding, fourier_features
+
+__all__ = ["MLP"]
+
+
+class MLP(eqx.Module):
+    r"""Denoiser network for one example $z \in \mathbb R^d$.
+
+    $$h_0 = z \oplus \mathrm{ff}(z),\quad
+      h_{k+1} = \mathrm{SiLU}\big(W_k h_k + b_k + C_k\,e(\lambda) + c_k\big),\quad
+      \mathrm{out} = W_{\mathrm{out}} h_{\mathrm{depth}} + b_{\mathrm{out}},$$
+    with $e$ the `NoiseEmbedding` of $\lambda$ (`embed_dim` wide) and $\mathrm{ff}$ VDM's
+    Fourier features for `fourier_exponents` (none by default). The output layer starts at
+    zero (`zero_init_output`), so an untrained model predicts 0 for its target.
+    Batch with `jax.vmap(model)(z, logsnr)`.
+    """
+
+    embedding: NoiseEmbedding
+    layers: tuple[eqx.nn.Linear, ...]
+    conditioning: tuple[eqx.nn.Linear, ...]
+    output: eqx.nn.Linear
+    data_dim: int = eqx.field(static=True)
+    fourier_exponents: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        data_dim: int,
+        *,
+        key: PRNGKeyArray,
+        width: int = 256,
+        depth: int = 3,
+        embed_dim: int = 64,
+        num_features: int = 32,
+        fourier_exponents: tuple[int, ...] = (),
+        zero_init_output: bool = True,
+        min_period: float = 1.0,
+        max_period: float = 200.0,
+    ):
+        if depth < 1 or width < 1 or data_dim < 1:
+            raise ValueError(
+                f"MLP needs data_dim, width and depth >= 1, got {data_dim}, {width}, {depth}."
+            )
+        embed_key, layers_key, cond_key, out_key = jax.random.split(key, 4)
+        self.embedding = NoiseEmbedding(
+            num_features, embed_dim, key=embed_key, min_period=min_period, max_period=max_period
+        )
+        in_dim = data_dim * (1 + 2 * len(fourier_exponents))
+        sizes = [in_dim] + [width] * depth
+        self.layers = tuple(
+            eqx.nn.Linear(m, n, key=k)
+            for m, n, k in zip(
+                sizes[:-1], sizes[1:], jax.random.split(layers_key, depth), strict=True
+            )
+        )
+        self.conditioning = tuple(
+            eqx.nn.Linear(embed_dim, width, key=k) for k in jax.random.split(cond_key, depth)
+        )
+        output = eqx.nn.Linear(width, data_dim, key=out_key)
+        if zero_init_output:
+            output = eqx.tree_at(
+                lambda m: (m.weight, m.bias),
+                output,
+                (jnp.zeros_like(output.weight), jnp.zeros_like(output.bias)),
+            )
+        self.output = output
+        self.data_dim = data_dim
+        self.fourier_exponents = tuple(int(n) for n in fourier_exponents)
+
+    def __call__(
+        self, z: Float[Array, " data_dim"], logsnr: ScalarLike, *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " data_dim"]:
+        """`key` is accepted for a uniform network interface and unused (no dropout).
+
+        **Returns:** the prediction for one example, shape `(data_dim,)`.
+        """
+        del key
+        if z.shape != (self.data_dim,):
+            raise ValueError(
+                f"MLP acts on one example of shape ({self.data_dim},), got {z.shape}; "
+                "for a batch use jax.vmap(model)(z, logsnr)."
+            )
+        emb = self.embedding(jnp.asarray(logsnr, dtype=z.dtype))
+        h = z
+        if self.fourier_exponents:
+            h = jnp.concatenate([z, fourier_features(z, self.fourier_exponents)])
+        for layer, cond in zip(self.layers, self.conditioning, strict=True):
+            h = jax.nn.silu(layer(h) + cond(emb))
+        return self.output(h)

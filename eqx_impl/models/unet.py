@@ -1,0 +1,217 @@
+r"""A small DDPM/VDM-style U-Net for images, conditioned on λ."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from eqx_impl._typing import Array, Float, PRNGKeyArray, ScalarLike
+from eqx_impl.models.attention import SelfAttention
+from eqx_impl.models.embeddings import NoiseEmbedding, fourier_features
+from eqx_impl.models.resblock import ResBlock
+
+__all__ = ["UNet"]
+
+
+def _upsample(x: Array) -> Array:
+    """Nearest-neighbour ×2 on the two spatial axes of `(channels, height, width)`."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class UNet(eqx.Module):
+    r"""U-Net denoiser for one image `(in_channels, height, width)`.
+
+    Levels $i = 0..L-1$ have width `channels[i]` at resolution $H/2^i$. Down path: per level
+    `num_res_blocks` `ResBlock`s (each followed by `SelfAttention` if $i \in$
+    `attention_levels`), then a stride-2 3×3 convolution except at the last level; every
+    output is kept as a skip connection. Middle: ResBlock, attention (if `mid_attention`),
+    ResBlock. Up path: per level `num_res_blocks + 1` ResBlocks on the concatenation with the
+    popped skip, then nearest ×2 upsampling and a 3×3 convolution except at level 0. Output:
+    GroupNorm, SiLU, 3×3 convolution to `in_channels`, initialised to zero
+    (`zero_init_output`), so an untrained model predicts 0 for its target.
+
+    Conditioning: `NoiseEmbedding` of $\lambda$ (width `4 * channels[0]`), added in every
+    ResBlock. Optional input features: VDM's Fourier features $\sin/\cos(2^n\pi z)$ for
+    $n \in$ `fourier_exponents`, concatenated to $z$ on the channel axis.
+    Height and width must be divisible by $2^{L-1}$. Batch with `jax.vmap(model)(z, logsnr)`.
+    """
+
+    embedding: NoiseEmbedding
+    conv_in: eqx.nn.Conv2d
+    down_blocks: tuple[tuple[ResBlock, ...], ...]
+    down_attention: tuple[tuple[SelfAttention | None, ...], ...]
+    downsamples: tuple[eqx.nn.Conv2d, ...]
+    mid_block1: ResBlock
+    mid_attention: SelfAttention | None
+    mid_block2: ResBlock
+    up_blocks: tuple[tuple[ResBlock, ...], ...]
+    up_attention: tuple[tuple[SelfAttention | None, ...], ...]
+    upsamples: tuple[eqx.nn.Conv2d, ...]
+    norm_out: eqx.nn.GroupNorm
+    conv_out: eqx.nn.Conv2d
+    in_channels: int = eqx.field(static=True)
+    channels: tuple[int, ...] = eqx.field(static=True)
+    num_res_blocks: int = eqx.field(static=True)
+    attention_levels: tuple[int, ...] = eqx.field(static=True)
+    fourier_exponents: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        key: PRNGKeyArray,
+        channels: tuple[int, ...] = (32, 64),
+        num_res_blocks: int = 1,
+        attention_levels: tuple[int, ...] = (),
+        mid_attention: bool = True,
+        num_heads: int = 1,
+        groups: int = 8,
+        dropout: float = 0.0,
+        fourier_exponents: tuple[int, ...] = (),
+        num_features: int | None = None,
+        embed_dim: int | None = None,
+        zero_init_output: bool = True,
+        min_period: float = 1.0,
+        max_period: float = 200.0,
+    ):
+        channels = tuple(int(c) for c in channels)
+        if not channels or num_res_blocks < 1:
+            raise ValueError(
+                f"UNet needs at least one level and num_res_blocks >= 1, got channels={channels}, "
+                f"num_res_blocks={num_res_blocks}."
+            )
+        if any(c % groups for c in channels):
+            raise ValueError(
+                f"Every width in channels={channels} must be divisible by groups={groups} "
+                "(GroupNorm); change the widths or the number of groups."
+            )
+        if any(not 0 <= i < len(channels) for i in attention_levels):
+            raise ValueError(
+                f"attention_levels={attention_levels} must index levels 0..{len(channels) - 1}."
+            )
+        num_features = channels[0] if num_features is None else num_features
+        embed_dim = 4 * channels[0] if embed_dim is None else embed_dim
+        (embed_key, in_key, down_key, mid_key, up_key, out_key) = jax.random.split(key, 6)
+        self.embedding = NoiseEmbedding(
+            num_features, embed_dim, key=embed_key, min_period=min_period, max_period=max_period
+        )
+        net_in = in_channels * (1 + 2 * len(fourier_exponents))
+        self.conv_in = eqx.nn.Conv2d(net_in, channels[0], 3, padding=1, key=in_key)
+
+        def block(c_in, c_out, k):
+            return ResBlock(c_in, c_out, embed_dim, key=k, groups=groups, dropout=dropout)
+
+        def attention(level, c, k):
+            if level not in attention_levels:
+                return None
+            return SelfAttention(c, key=k, num_heads=num_heads, groups=groups)
+
+        # Down path; `skips` records the width of every feature map the up path will consume.
+        keys = iter(jax.random.split(down_key, 3 * len(channels) * num_res_blocks + len(channels)))
+        skips, width = [channels[0]], channels[0]
+        down_blocks, down_attention, downsamples = [], [], []
+        for level, c in enumerate(channels):
+            blocks, attns = [], []
+            for _ in range(num_res_blocks):
+                blocks.append(block(width, c, next(keys)))
+                attns.append(attention(level, c, next(keys)))
+                width = c
+                skips.append(width)
+            down_blocks.append(tuple(blocks))
+            down_attention.append(tuple(attns))
+            if level < len(channels) - 1:
+                downsamples.append(eqx.nn.Conv2d(c, c, 3, stride=2, padding=1, key=next(keys)))
+                skips.append(width)
+        self.down_blocks, self.down_attention = tuple(down_blocks), tuple(down_attention)
+        self.downsamples = tuple(downsamples)
+
+        mid1_key, mid_attn_key, mid2_key = jax.random.split(mid_key, 3)
+        self.mid_block1 = block(width, width, mid1_key)
+        self.mid_attention = (
+            SelfAttention(width, key=mid_attn_key, num_heads=num_heads, groups=groups)
+            if mid_attention
+            else None
+        )
+        self.mid_block2 = block(width, width, mid2_key)
+
+        keys = iter(jax.random.split(up_key, 3 * len(channels) * (num_res_blocks + 1)))
+        up_blocks, up_attention, upsamples = [], [], []
+        for level in reversed(range(len(channels))):
+            c = channels[level]
+            blocks, attns = [], []
+            for _ in range(num_res_blocks + 1):
+                blocks.append(block(width + skips.pop(), c, next(keys)))
+                attns.append(attention(level, c, next(keys)))
+                width = c
+            up_blocks.append(tuple(blocks))
+            up_attention.append(tuple(attns))
+            if level > 0:
+                upsamples.append(eqx.nn.Conv2d(c, c, 3, padding=1, key=next(keys)))
+        assert not skips  # every skip connection is consumed exactly once
+        self.up_blocks, self.up_attention = tuple(up_blocks), tuple(up_attention)
+        self.upsamples = tuple(upsamples)
+
+        self.norm_out = eqx.nn.GroupNorm(groups, channels[0])
+        conv_out = eqx.nn.Conv2d(channels[0], in_channels, 3, padding=1, key=out_key)
+        if zero_init_output:
+            conv_out = eqx.tree_at(
+                lambda m: (m.weight, m.bias),
+                conv_out,
+                (jnp.zeros_like(conv_out.weight), jnp.zeros_like(conv_out.bias)),
+            )
+        self.conv_out = conv_out
+        self.in_channels = in_channels
+        self.channels = channels
+        self.num_res_blocks = num_res_blocks
+        self.attention_levels = tuple(int(i) for i in attention_levels)
+        self.fourier_exponents = tuple(int(n) for n in fourier_exponents)
+
+    def __call__(
+        self,
+        z: Float[Array, "channels height width"],
+        logsnr: ScalarLike,
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, "channels height width"]:
+        """`key` drives dropout; needed only when `dropout > 0` and training.
+
+        **Returns:** the prediction for one image, shape like `z`.
+        """
+        factor = 2 ** (len(self.channels) - 1)
+        ok = z.ndim == 3 and z.shape[0] == self.in_channels
+        if not ok or z.shape[1] % factor or z.shape[2] % factor:
+            raise ValueError(
+                f"UNet acts on one image of shape ({self.in_channels}, H, W) with H and W "
+                f"divisible by {factor}, got {z.shape}; for a batch use jax.vmap(model)(z, logsnr)."
+            )
+        num_blocks = 2 + (2 * self.num_res_blocks + 1) * len(self.channels)
+        keys = iter([None] * num_blocks if key is None else jax.random.split(key, num_blocks))
+        emb = self.embedding(jnp.asarray(logsnr, dtype=z.dtype))
+
+        h = z
+        if self.fourier_exponents:
+            h = jnp.concatenate([z, fourier_features(z, self.fourier_exponents)], axis=0)
+        h = self.conv_in(h)
+        skips = [h]
+        down = zip(self.down_blocks, self.down_attention, strict=True)
+        for level, (blocks, attns) in enumerate(down):
+            for block, attn in zip(blocks, attns, strict=True):
+                h = block(h, emb, key=next(keys))
+                h = h if attn is None else attn(h)
+                skips.append(h)
+            if level < len(self.downsamples):
+                h = self.downsamples[level](h)
+                skips.append(h)
+
+        h = self.mid_block1(h, emb, key=next(keys))
+        h = h if self.mid_attention is None else self.mid_attention(h)
+        h = self.mid_block2(h, emb, key=next(keys))
+
+        for i, (blocks, attns) in enumerate(zip(self.up_blocks, self.up_attention, strict=True)):
+            for block, attn in zip(blocks, attns, strict=True):
+                h = block(jnp.concatenate([h, skips.pop()], axis=0), emb, key=next(keys))
+                h = h if attn is None else attn(h)
+            if i < len(self.upsamples):
+                h = self.upsamples[i](_upsample(h))
+        return self.conv_out(jax.nn.silu(self.norm_out(h)))

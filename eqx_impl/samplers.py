@@ -1,0 +1,198 @@
+r"""Samplers: EDM's Heun/Euler in $(x_{\mathrm{edm}}, \sigma)$, and VDM ancestral/DDIM in VP coordinates.
+
+Mirror of `reference.samplers` for one example: the steps run in `jax.lax.scan`, so a
+sampler is jittable (wrap the whole call in `eqx.filter_jit`; nothing here jits itself)
+and batches with `jax.vmap` at the call site, e.g.
+`jax.vmap(lambda x, k: heun_sampler(D, x, sigmas, S_churn=40.0, key=k))(xs, keys)`.
+Step sizes (`sigmas`, `logsnrs`) and noise are cast to the dtype of `x`. Explicit `noise`
+has shape `(N, *x.shape)`; a `key` draws exactly `jax.random.normal(key, (N, *x.shape))`,
+so `key=k` and `noise=jax.random.normal(k, …)` give the same sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+import numpy as np
+
+from eqx_impl import _validate
+from eqx_impl._typing import Array, ArrayLike, Data, Float, PRNGKeyArray, Scalar
+from reference.samplers import _logsnrs, _sigmas
+
+Denoiser = Callable[[Data, Scalar], Data]
+EpsModel = Callable[[Data, Scalar], Data]
+
+
+def _steps_array(values, x: Array, name: str, increasing: bool) -> Array:
+    """`values` (sigmas or log-SNRs) in the dtype of `x`; their order is checked unless traced."""
+    values = jnp.asarray(values, x.dtype)
+    order = "strictly increasing, noisiest first" if increasing else "strictly decreasing, >= 0"
+    if values.ndim != 1 or values.shape[0] < 2:
+        raise ValueError(
+            f"{name} must be a 1-D array of at least 2 values ({order}), got shape {values.shape}."
+        )
+    if not isinstance(values, jax.core.Tracer):  # concrete: the reference's checks apply
+        (_logsnrs if increasing else _sigmas)(np.asarray(values, dtype=np.float64))
+    return values
+
+
+def _noise(noise, key, n_steps: int, x: Array, who: str) -> Array:
+    shape = (n_steps, *x.shape)
+    if noise is not None:
+        noise = jnp.asarray(noise, x.dtype)
+        if noise.shape != shape:
+            raise ValueError(
+                f"noise has shape {noise.shape} but {who} needs {shape} (one standard-normal "
+                "slice per step, each shaped like x; batch over examples with jax.vmap)."
+            )
+        return noise
+    if key is None:
+        raise ValueError(
+            f"{who} is stochastic here: pass noise= (shape {shape}) or key=jax.random.key(seed)."
+        )
+    return jax.random.normal(key, shape, x.dtype)
+
+
+# --- EDM samplers ----------------------------------------------------------------------------
+
+
+def heun_sampler(
+    denoiser: Denoiser,
+    x: Data,
+    sigmas: Float[ArrayLike, " n_plus_1"],
+    *,
+    S_churn: float = 0.0,
+    S_min: float = 0.0,
+    S_max: float = math.inf,
+    S_noise: float = 1.0,
+    noise: Float[ArrayLike, "n *dims"] | None = None,
+    key: PRNGKeyArray | None = None,
+) -> Data:
+    r"""EDM's stochastic Heun sampler (Algorithm 2); deterministic (Algorithm 1) when `S_churn = 0`.
+
+    At step $i$ of $N$: $\gamma_i = \min(S_{\mathrm{churn}}/N, \sqrt2-1)$ if
+    $S_{\min} \le \sigma_i \le S_{\max}$ else 0, $\hat\sigma = \sigma_i(1+\gamma_i)$,
+    $\hat x = x_i + \sqrt{\hat\sigma^2-\sigma_i^2}\,S_{\mathrm{noise}}\xi_i$,
+    $d = (\hat x - D(\hat x;\hat\sigma))/\hat\sigma$, Euler step $x_{i+1} = \hat x + (\sigma_{i+1}-\hat\sigma)d$,
+    then the Heun correction with the average slope unless $\sigma_{i+1} = 0$ (a `lax.cond`,
+    so the last step costs one call: $2N-1$ in all). `x` is one example already scaled by
+    `sigmas[0]`; $\xi$ from `noise` or `key`, needed only when `S_churn > 0`.
+
+    **Returns:** the sample at `sigmas[-1]`, shaped like `x`.
+    """
+    x = jnp.asarray(x)
+    sigmas = _steps_array(sigmas, x, "sigmas", increasing=False)
+    n = sigmas.shape[0] - 1
+    S_churn = _validate.finite("S_churn", S_churn)
+    S_noise = _validate.finite("S_noise", S_noise)
+    if S_churn < 0 or S_noise < 0:
+        raise ValueError(f"S_churn and S_noise must be >= 0, got {S_churn}, {S_noise}.")
+    if not float(S_min) <= float(S_max):
+        raise ValueError(f"S_min={S_min} must be <= S_max={S_max}; swap them if reversed.")
+    gamma_max = min(S_churn / n, math.sqrt(2.0) - 1.0)
+    churn = gamma_max > 0
+    xi = _noise(noise, key, n, x, "heun_sampler") if churn else jnp.zeros((n, 0), x.dtype)
+
+    def step(x, inputs):
+        sigma, sigma_next, xi_i = inputs
+        if churn:
+            inside = (sigma >= S_min) & (sigma <= S_max)
+            gamma = jnp.where(inside, jnp.asarray(gamma_max, x.dtype), jnp.zeros((), x.dtype))
+            sigma_hat = sigma * (1.0 + gamma)
+            # √(σ̂² − σ²) = σ√(γ(2+γ)), without the cancellation
+            x_hat = x + sigma * jnp.sqrt(gamma * (2.0 + gamma)) * S_noise * xi_i
+        else:
+            sigma_hat, x_hat = sigma, x
+        d = (x_hat - denoiser(x_hat, sigma_hat)) / sigma_hat
+        x_euler = x_hat + (sigma_next - sigma_hat) * d
+
+        def heun(x_euler):
+            d_next = (x_euler - denoiser(x_euler, sigma_next)) / sigma_next
+            return x_hat + (sigma_next - sigma_hat) * 0.5 * (d + d_next)
+
+        return lax.cond(sigma_next > 0, heun, lambda x_euler: x_euler, x_euler), None
+
+    x, _ = lax.scan(step, x, (sigmas[:-1], sigmas[1:], xi))
+    return x
+
+
+def euler_sampler(denoiser: Denoiser, x: Data, sigmas: Float[ArrayLike, " n_plus_1"]) -> Data:
+    r"""First-order Euler steps of the probability-flow ODE ($N$ denoiser calls):
+    $x_{i+1} = x_i + (\sigma_{i+1} - \sigma_i)(x_i - D(x_i;\sigma_i))/\sigma_i$.
+
+    **Returns:** the sample at `sigmas[-1]`, shaped like `x`.
+    """
+    x = jnp.asarray(x)
+    sigmas = _steps_array(sigmas, x, "sigmas", increasing=False)
+
+    def step(x, inputs):
+        sigma, sigma_next = inputs
+        return x + (sigma_next - sigma) * (x - denoiser(x, sigma)) / sigma, None
+
+    x, _ = lax.scan(step, x, (sigmas[:-1], sigmas[1:]))
+    return x
+
+
+# --- VP samplers -----------------------------------------------------------------------------
+
+
+def _alpha_ratio(logsnr_s: Array, logsnr_t: Array) -> Array:
+    r"""$\alpha_s/\alpha_t = \exp\big(\tfrac12(\ln\mathrm{sigmoid}\,\lambda_s - \ln\mathrm{sigmoid}\,\lambda_t)\big)$."""
+    return jnp.exp(0.5 * (jax.nn.log_sigmoid(logsnr_s) - jax.nn.log_sigmoid(logsnr_t)))
+
+
+def ancestral_sampler(
+    eps_model: EpsModel,
+    z: Data,
+    logsnrs: Float[ArrayLike, " n_plus_1"],
+    *,
+    noise: Float[ArrayLike, "n *dims"] | None = None,
+    key: PRNGKeyArray | None = None,
+) -> Data:
+    r"""VDM / DDPM ancestral sampling, $z_s \sim q(z_s \mid z_t, x = \hat x(z_t))$, for one example.
+
+    For consecutive log-SNRs $\lambda_t < \lambda_s$, $c = -\operatorname{expm1}(\lambda_t - \lambda_s)$:
+    $$z_s = \frac{\alpha_s}{\alpha_t}\big(z_t - \sigma_t c\,\hat\epsilon(z_t;\lambda_t)\big) + \sqrt{\sigma_s^2 c}\;\xi.$$
+    `logsnrs` must increase (not checked under jit); $\xi$ from `noise` or `key`.
+
+    **Returns:** $z$ at `logsnrs[-1]`, shaped like `z`.
+    """
+    z = jnp.asarray(z)
+    logsnrs = _steps_array(logsnrs, z, "logsnrs", increasing=True)
+    xi = _noise(noise, key, logsnrs.shape[0] - 1, z, "ancestral_sampler")
+
+    def step(z, inputs):
+        lt, ls, xi_i = inputs
+        c = -jnp.expm1(lt - ls)
+        sigma_t, sigma_s = jnp.sqrt(jax.nn.sigmoid(-lt)), jnp.sqrt(jax.nn.sigmoid(-ls))
+        eps_hat = eps_model(z, lt)
+        return _alpha_ratio(ls, lt) * (z - sigma_t * c * eps_hat) + sigma_s * jnp.sqrt(c) * xi_i, None
+
+    z, _ = lax.scan(step, z, (logsnrs[:-1], logsnrs[1:], xi))
+    return z
+
+
+def ddim_sampler(eps_model: EpsModel, z: Data, logsnrs: Float[ArrayLike, " n_plus_1"]) -> Data:
+    r"""Deterministic DDIM, $\hat x = (z_t - \sigma_t\hat\epsilon)/\alpha_t$, $z_s = \alpha_s\hat x + \sigma_s\hat\epsilon$, for one example.
+
+    Evaluated as $z_s = \frac{\alpha_s}{\alpha_t} z_t - \sigma_s\operatorname{expm1}\big(\tfrac12(\lambda_s-\lambda_t)\big)\hat\epsilon$
+    (no cancellation at low SNR). `logsnrs` must increase (not checked under jit).
+
+    **Returns:** $z$ at `logsnrs[-1]`, shaped like `z`.
+    """
+    z = jnp.asarray(z)
+    logsnrs = _steps_array(logsnrs, z, "logsnrs", increasing=True)
+
+    def step(z, inputs):
+        lt, ls = inputs
+        eps_hat = eps_model(z, lt)
+        sigma_s = jnp.sqrt(jax.nn.sigmoid(-ls))
+        return _alpha_ratio(ls, lt) * z - sigma_s * jnp.expm1(0.5 * (ls - lt)) * eps_hat, None
+
+    z, _ = lax.scan(step, z, (logsnrs[:-1], logsnrs[1:]))
+    return z

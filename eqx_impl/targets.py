@@ -1,0 +1,161 @@
+r"""Prediction targets, their factors relative to the ε-loss, conversions to ε̂ (SPEC §0).
+
+For each target $y$, $\|y - \hat y\|^2 = f_y(\lambda)\,\|\epsilon - \hat\epsilon\|^2$:
+
+| target | $y$ | $f_y(\lambda)$ |
+|---|---|---|
+| `"eps"` | $\epsilon$ | $1$ |
+| `"x"` | $x$ | $e^{-\lambda}$ |
+| `"v"` | $\alpha\epsilon - \sigma x$ | $1 + e^{-\lambda}$ |
+| `"F"` | EDM's $(x - c_{\rm skip} z_{\rm edm})/c_{\rm out}$ | $1+e^{-\lambda}/\sigma_d^2$ |
+| `"u"` | $\epsilon - x$ (flow, $\alpha_f = 1-t$, $\sigma_f = t$) | $(1 + e^{-\lambda/2})^2$ |
+
+The twin of `reference.targets`. In float32, for $\lambda \in [-30, 30]$, every function here
+is finite (values and gradients). `eps_from_prediction` is accurate to a few float32 ulps of
+its terms for all targets; for `"x"` the terms themselves are of size $e^{\lambda/2}|z|$, so a
+prediction $\hat x = x$ reproduces $\epsilon$ only to about $10^{-7} e^{\lambda/2} |x|$ (the
+rounding of $z$, amplified as the factor $f_x = e^{-\lambda}$ says it must be).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from eqx_impl._typing import Array, Data, Float, LogSNR
+from reference.targets import TARGETS, check_target
+
+__all__ = ["TARGETS", "eps_from_prediction", "prediction_from_eps", "target_factor", "target_value"]
+
+
+def _as_float(logsnr: LogSNR) -> Float[Array, "*shape"]:
+    logsnr = jnp.asarray(logsnr)
+    if not jnp.issubdtype(logsnr.dtype, jnp.floating):
+        logsnr = logsnr.astype(jnp.result_type(float))
+    return logsnr
+
+
+def _alpha_sigma(logsnr: Array) -> tuple[Array, Array]:
+    # exp(½ log_sigmoid) instead of sqrt(sigmoid): finite gradient however small α² gets.
+    return jnp.exp(0.5 * jax.nn.log_sigmoid(logsnr)), jnp.exp(0.5 * jax.nn.log_sigmoid(-logsnr))
+
+
+def _edm_denominator(logsnr: Array, sigma_data: float) -> Array:
+    r"""$D = \sigma^2 + \sigma_d^2\alpha^2 = \alpha^2(\sigma_{\mathrm{edm}}^2 + \sigma_d^2)$.
+
+    **Returns:** an array like `logsnr`, $\ge \min(1, \sigma_d^2)$.
+    """
+    return jax.nn.sigmoid(-logsnr) + sigma_data**2 * jax.nn.sigmoid(logsnr)
+
+
+def target_factor(target: str, logsnr: LogSNR, sigma_data: float = 0.5) -> Float[Array, "*shape"]:
+    r"""The factor $f$ in $\|y - \hat y\|^2 = f(\lambda)\|\epsilon - \hat\epsilon\|^2$, target $y$.
+
+    $f_\epsilon = 1$, $f_x = e^{-\lambda}$, $f_v = 1 + e^{-\lambda}$,
+    $f_F = e^{-\lambda}/\sigma_d^2 + 1$, $f_u = (1 + e^{-\lambda/2})^2$.
+
+    **Returns:** an array like `logsnr` (float).
+    """
+    check_target(target)
+    logsnr = _as_float(logsnr)
+    if target == "eps":
+        return jnp.ones_like(logsnr)
+    if target == "x":
+        return jnp.exp(-logsnr)
+    if target == "v":
+        return 1.0 + jnp.exp(-logsnr)
+    if target == "F":
+        return jnp.exp(-logsnr) / sigma_data**2 + 1.0
+    return (1.0 + jnp.exp(-0.5 * logsnr)) ** 2
+
+
+def target_value(
+    target: str, x: Data, eps: Data, logsnr: LogSNR, sigma_data: float = 0.5
+) -> Float[Array, "*dims"]:
+    r"""The regression target $y(x, \epsilon, \lambda)$ of a network trained on `target`.
+
+    $$y_{\epsilon} = \epsilon,\quad y_x = x,\quad y_v = \alpha\epsilon - \sigma x,\quad
+      y_F = \frac{\sigma x/\sigma_d - \alpha\sigma_d\,\epsilon}{\sqrt{D}},\quad
+      y_u = \epsilon - x,$$
+    $D = \sigma^2 + \sigma_d^2\alpha^2$ ($y_F$ is EDM's
+    $(x - c_{\mathrm{skip}} z_{\mathrm{edm}})/c_{\mathrm{out}}$ without the division by
+    $c_{\mathrm{out}}$). `logsnr` is cast to the dtype of `x`.
+
+    **Returns:** an array like `x`.
+    """
+    check_target(target)
+    logsnr = jnp.asarray(logsnr, dtype=x.dtype)
+    alpha, sigma = _alpha_sigma(logsnr)
+    if target == "eps":
+        return eps
+    if target == "x":
+        return x
+    if target == "v":
+        return alpha * eps - sigma * x
+    if target == "F":
+        d = _edm_denominator(logsnr, sigma_data)
+        return (sigma * x / sigma_data - alpha * sigma_data * eps) / jnp.sqrt(d)
+    return eps - x
+
+
+def eps_from_prediction(
+    target: str, prediction: Data, z: Data, logsnr: LogSNR, sigma_data: float = 0.5
+) -> Float[Array, "*dims"]:
+    r"""Convert a network's prediction of `target` at $z = \alpha x + \sigma\epsilon$ into ε̂.
+
+    $$\hat\epsilon = \begin{cases}
+      \hat y & \epsilon \\
+      (z - \alpha\hat x)/\sigma & x \\
+      \sigma z + \alpha\hat v & v \\
+      \sigma z/D - \alpha\sigma_d\hat F/\sqrt{D} & F \\
+      (z + \alpha\hat u)/(\alpha + \sigma) & u
+    \end{cases}$$
+    (see `reference.targets.eps_from_prediction` for the derivations). Only `"x"` divides by a
+    possibly small number, $\sigma$; $D \ge \min(1, \sigma_d^2)$ and $\alpha + \sigma \ge 1$.
+    `logsnr` is cast to the dtype of `z`.
+
+    **Returns:** $\hat\epsilon$, an array like `z`.
+    """
+    check_target(target)
+    logsnr = jnp.asarray(logsnr, dtype=z.dtype)
+    alpha, sigma = _alpha_sigma(logsnr)
+    if target == "eps":
+        return prediction
+    if target == "x":
+        # 1/σ = exp(½ softplus(λ)): no division, finite for |λ| ≤ 30 in float32.
+        return (z - alpha * prediction) * jnp.exp(0.5 * jax.nn.softplus(logsnr))
+    if target == "v":
+        return sigma * z + alpha * prediction
+    if target == "F":
+        d = _edm_denominator(logsnr, sigma_data)
+        return sigma * z / d - alpha * sigma_data * prediction / jnp.sqrt(d)
+    return (z + alpha * prediction) / (alpha + sigma)
+
+
+def prediction_from_eps(
+    target: str, eps_hat: Data, z: Data, logsnr: LogSNR, sigma_data: float = 0.5
+) -> Float[Array, "*dims"]:
+    r"""Inverse of `eps_from_prediction`: the prediction of `target` that yields $\hat\epsilon$.
+
+    $$\hat x = (z - \sigma\hat\epsilon)/\alpha,\quad \hat v = (\hat\epsilon - \sigma z)/\alpha,\quad
+      \hat F = \frac{\sqrt D}{\alpha\sigma_d}\Big(\frac{\sigma z}{D} - \hat\epsilon\Big),\quad
+      \hat u = \frac{(\alpha+\sigma)\hat\epsilon - z}{\alpha}.$$
+    All but `"eps"` multiply by $1/\alpha = e^{\frac12\mathrm{softplus}(-\lambda)}$ (inherent: the
+    factors grow like $e^{-\lambda}$ as $\lambda \to -\infty$).
+
+    **Returns:** the prediction, an array like `z`.
+    """
+    check_target(target)
+    logsnr = jnp.asarray(logsnr, dtype=z.dtype)
+    alpha, sigma = _alpha_sigma(logsnr)
+    if target == "eps":
+        return eps_hat
+    inv_alpha = jnp.exp(0.5 * jax.nn.softplus(-logsnr))
+    if target == "x":
+        return (z - sigma * eps_hat) * inv_alpha
+    if target == "v":
+        return (eps_hat - sigma * z) * inv_alpha
+    if target == "F":
+        d = _edm_denominator(logsnr, sigma_data)
+        return jnp.sqrt(d) * inv_alpha / sigma_data * (sigma * z / d - eps_hat)
+    return ((alpha + sigma) * eps_hat - z) * inv_alpha
