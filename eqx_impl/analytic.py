@@ -117,9 +117,7 @@ class GaussianData(AbstractAnalyticData):
 
     def _log_v(self, logsnr: Array) -> Array:
         r"""$\ln(\alpha^2 s^2 + \sigma^2)$ in log space."""
-        return jnp.logaddexp(
-            jax.nn.log_sigmoid(logsnr) + math.log(self.var), jax.nn.log_sigmoid(-logsnr)
-        )
+        return jnp.logaddexp(jax.nn.log_sigmoid(logsnr) + math.log(self.var), jax.nn.log_sigmoid(-logsnr))
 
     def sample_from_noise(self, noise: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
         """**Returns:** $s \\cdot$ `noise` for `noise` ~ N(0, I)."""
@@ -133,9 +131,7 @@ class GaussianData(AbstractAnalyticData):
     def log_prob(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch"]:
         r"""$-\tfrac12(\|x\|^2/s^2 + d\ln(2\pi s^2))$."""
         _check_last_axis("x", x, self.dim)
-        return -0.5 * (
-            jnp.sum(x**2, axis=-1) / self.var + self.dim * (_LOG_2PI + math.log(self.var))
-        )
+        return -0.5 * (jnp.sum(x**2, axis=-1) / self.var + self.dim * (_LOG_2PI + math.log(self.var)))
 
     def log_prob_noisy(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\ln\mathcal N(z; 0, vI)$. **Returns:** shape `broadcast(z.shape[:-1], logsnr.shape)`."""
@@ -237,7 +233,9 @@ class GaussianMixture(AbstractAnalyticData):
         """
         _check_last_axis("noise", noise, self.dim)
         u = jnp.asarray(u, self.weights.dtype)  # a uniform needs no more precision than the weights
-        k = jnp.searchsorted(jnp.cumsum(self.weights), u, side="right")
+        # k = #{j : u >= w_1 + ... + w_j} (= searchsorted "right"; K is small, so a
+        # comparison beats a search loop), capped for a cumulative sum that rounds below 1.
+        k = jnp.sum(u[..., None] >= jnp.cumsum(self.weights), axis=-1)
         k = jnp.minimum(k, self.num_components - 1)
         return self.means[k] + self._stds_full()[k] * noise
 
@@ -275,4 +273,3 @@ class GaussianMixture(AbstractAnalyticData):
 def _log_normal(diff: Array, log_var: Array) -> Array:
     r"""$\sum_j \ln\mathcal N(\mathrm{diff}_j; 0, e^{\mathrm{log\_var}_j})$ over the last axis."""
     return -0.5 * jnp.sum(diff**2 * jnp.exp(-log_var) + log_var + _LOG_2PI, axis=-1)
-

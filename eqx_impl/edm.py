@@ -18,12 +18,11 @@ import numpy as np
 
 from eqx_impl import _validate
 from eqx_impl._typing import Array, ArrayLike, Data, Float, Scalar, ScalarLike
+from eqx_impl.schedules import sigma_to_logsnr
 from reference.edm import _steps
 
 Sigma = Float[ArrayLike, "*shape"]
-Coefficients = tuple[
-    Float[Array, "*shape"], Float[Array, "*shape"], Float[Array, "*shape"], Float[Array, "*shape"]
-]
+Coefficients = tuple[Float[Array, "*shape"], Float[Array, "*shape"], Float[Array, "*shape"], Float[Array, "*shape"]]
 
 
 def _float_array(x) -> Array:
@@ -51,9 +50,7 @@ def edm_precond(sigma: Sigma, sigma_data: float = 0.5) -> Coefficients:
     return (sd / norm) ** 2, sigma * sd / norm, 1.0 / norm, 0.25 * jnp.log(sigma)
 
 
-def vp_precond(
-    sigma: Sigma, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000
-) -> Coefficients:
+def vp_precond(sigma: Sigma, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000) -> Coefficients:
     r"""Preconditioning of the VP (DDPM++) column of EDM Table 1.
 
     $c_{\mathrm{skip}} = 1$, $c_{\mathrm{out}} = -\sigma$, $c_{\mathrm{in}} = 1/\sqrt{\sigma^2+1}$,
@@ -128,7 +125,7 @@ def _vp_view(x_edm: Data, sigma: ScalarLike):
     """(z, λ, α, σ_vp) of the VP point whose EDM view is `(x_edm, σ)`, in the dtype of `x_edm`."""
     sigma = jnp.asarray(sigma, x_edm.dtype)
     alpha = 1.0 / jnp.hypot(1.0, sigma)  # α² = sigmoid(λ) = 1/(1 + σ²)
-    return alpha * x_edm, -2.0 * jnp.log(sigma), alpha, sigma * alpha
+    return alpha * x_edm, sigma_to_logsnr(sigma), alpha, sigma * alpha
 
 
 class _EpsDenoiser(eqx.Module):
@@ -191,9 +188,7 @@ def denoiser_from_v(v_model: Callable[[Data, Scalar], Data]) -> Callable[[Data, 
     return _VDenoiser(v_model)
 
 
-def denoiser_from_F(
-    F_model: Callable[[Data, Scalar], Data], sigma_data: float = 0.5
-) -> Callable[[Data, Scalar], Data]:
+def denoiser_from_F(F_model: Callable[[Data, Scalar], Data], sigma_data: float = 0.5) -> Callable[[Data, Scalar], Data]:
     r"""EDM's preconditioned denoiser $D = c_{\mathrm{skip}} x_{\mathrm{edm}} + c_{\mathrm{out}} F(c_{\mathrm{in}} x_{\mathrm{edm}};\, c_{\mathrm{noise}})$.
 
     `F_model(network_input, c_noise)` gets the preconditioned input and noise label.

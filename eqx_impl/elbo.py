@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from eqx_impl import _validate
-from eqx_impl._typing import Array, ArrayLike, Data, Float, Scalar
-from eqx_impl.losses import eps_loss, prior_kl
+from eqx_impl._typing import Array, ArrayLike, Float, Scalar
+from eqx_impl.losses import Example, eps_loss, prior_kl
 from eqx_impl.schedules import AbstractSchedule
 from eqx_impl.weightings import AbstractWeighting, is_monotonic
 from reference.elbo import check_noise_draws
@@ -41,13 +41,13 @@ __all__ = [
 
 GL_ORDER = 16
 NUM_PANELS = 32
-NoiseDraws = Float[Array, "n *dims"]  # n fixed draws of noise for one example
+NoiseDraws = Float[ArrayLike, "n ..."]  # n fixed draws of noise for one example
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(GL_ORDER)
 # Bisection steps for inverse-CDF sampling: 2^-64 of a 60-wide range is below float64 spacing.
 _BISECTION_STEPS = 64
 
 
-def _mean_loss(eps_model, x: Data, eps: NoiseDraws):
+def _mean_loss(eps_model, x: Example, eps: NoiseDraws):
     r"""$\lambda \mapsto \bar\ell(\lambda)$ for an array of log-SNRs (any shape)."""
     check_noise_draws(x, eps)
     eps = jnp.asarray(eps).astype(x.dtype)
@@ -95,9 +95,7 @@ def _as_data(x) -> Array:
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
 
 
-def truncated_kl(
-    eps_model, x: Data, t: Float[ArrayLike, ""], schedule: AbstractSchedule, eps: NoiseDraws
-) -> Scalar:
+def truncated_kl(eps_model, x: Example, t: Float[ArrayLike, ""], schedule: AbstractSchedule, eps: NoiseDraws) -> Scalar:
     r"""$L(t;x) = \tfrac12\int_{\lambda_{\min}}^{\lambda(t)}\bar\ell(\lambda)\,d\lambda + \mathrm{KL}(q(z_1|x)\,\|\,\mathcal N(0,I))$.
 
     **Returns:** a scalar in the dtype of `x`.
@@ -109,7 +107,7 @@ def truncated_kl(
 
 
 def weighted_loss_integral(
-    eps_model, x: Data, weighting: AbstractWeighting, schedule: AbstractSchedule, eps: NoiseDraws
+    eps_model, x: Example, weighting: AbstractWeighting, schedule: AbstractSchedule, eps: NoiseDraws
 ) -> Scalar:
     r"""$\mathcal L_w(x) = \tfrac12\int_{\lambda_{\min}}^{\lambda_{\max}} w(\lambda)\,\bar\ell(\lambda)\,d\lambda$ (break points at `weighting.kinks`).
 
@@ -121,9 +119,7 @@ def weighted_loss_integral(
     return 0.5 * jnp.sum(weights * weighting(nodes) * loss(nodes))
 
 
-def ibp_rhs(
-    eps_model, x: Data, weighting: AbstractWeighting, schedule: AbstractSchedule, eps: NoiseDraws
-) -> Scalar:
+def ibp_rhs(eps_model, x: Example, weighting: AbstractWeighting, schedule: AbstractSchedule, eps: NoiseDraws) -> Scalar:
     r"""Right-hand side of the integration-by-parts identity:
 
     $$\int_0^1\tfrac{d}{dt}w(\lambda_t)\,L(t;x)\,dt + w(\lambda_{\max})L(0;x) - w(\lambda_{\min})L(1;x)
@@ -206,9 +202,7 @@ class AugmentationDistribution(eqx.Module):
         t = jnp.clip(self.schedule.inverse(0.5 * (lo + hi)), 0.0, 1.0)
         return jnp.where(u < self.point_mass.astype(u.dtype), jnp.zeros_like(t), t)
 
-    def augmented_loss(
-        self, eps_model, x: Data, u: Float[ArrayLike, ""], eps: NoiseDraws
-    ) -> Scalar:
+    def augmented_loss(self, eps_model, x: Example, u: Float[ArrayLike, ""], eps: NoiseDraws) -> Scalar:
         r"""One-sample estimate $Z(L(t;x) - \mathrm{KL}_{\mathrm{prior}}) = Z\cdot\tfrac12\int_{\lambda_{\min}}^{\lambda(t)}\bar\ell$, $t$ = `sample(u)`.
 
         Its mean over $u \sim U(0,1)$ is $\mathcal L_w(x)$.
@@ -222,9 +216,7 @@ class AugmentationDistribution(eqx.Module):
         return self.normalizer.astype(x.dtype) * diffusion
 
 
-def augmentation_distribution(
-    weighting: AbstractWeighting, schedule: AbstractSchedule
-) -> AugmentationDistribution:
+def augmentation_distribution(weighting: AbstractWeighting, schedule: AbstractSchedule) -> AugmentationDistribution:
     r"""The augmentation distribution $p_w(t)$ of a monotone weighting (checked eagerly, outside `jit`).
 
     **Returns:** an `AugmentationDistribution`. Raises `ValueError` if `weighting` is not monotone.

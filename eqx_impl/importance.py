@@ -74,14 +74,10 @@ def estimator_mean(weighting, m1, logsnr_min: float, logsnr_max: float, *, point
     **Returns:** a scalar array.
     """
     lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
-    return 0.5 * _integrate(
-        lambda x: weighting(x) * m1(x), lo, hi, _break_points(weighting, points)
-    )
+    return 0.5 * _integrate(lambda x: weighting(x) * m1(x), lo, hi, _break_points(weighting, points))
 
 
-def estimator_variance(
-    weighting, density, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()
-) -> Array:
+def estimator_variance(weighting, density, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> Array:
     r"""Variance of $\hat{\mathcal L} = \tfrac12\,w\,\ell/p$ under the proposal $p$ = `density`.
 
     $$\operatorname{Var} = \tfrac14\int \frac{w^2 m_2}{p}\,d\lambda - \mathcal L_w^2.$$
@@ -114,28 +110,20 @@ class OptimalProposal(eqx.Module):
     def __call__(self, logsnr: LogSNR) -> Array:
         logsnr = jnp.asarray(logsnr, self.normalizer.dtype)
         inside = (logsnr >= self.logsnr_min) & (logsnr <= self.logsnr_max)
-        return jnp.where(
-            inside, self.weighting(logsnr) * jnp.sqrt(self.m2(logsnr)) / self.normalizer, 0.0
-        )
+        return jnp.where(inside, self.weighting(logsnr) * jnp.sqrt(self.m2(logsnr)) / self.normalizer, 0.0)
 
 
-def optimal_proposal(
-    weighting, m2, logsnr_min: float, logsnr_max: float, *, points=()
-) -> OptimalProposal:
+def optimal_proposal(weighting, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> OptimalProposal:
     r"""The variance-optimal proposal $p^* \propto w\sqrt{m_2}$, normalised on the interval.
 
     **Returns:** an `OptimalProposal`, a callable density of log-SNR.
     """
     lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
-    z = _integrate(
-        lambda x: weighting(x) * jnp.sqrt(m2(x)), lo, hi, _break_points(weighting, points)
-    )
+    z = _integrate(lambda x: weighting(x) * jnp.sqrt(m2(x)), lo, hi, _break_points(weighting, points))
     return OptimalProposal(weighting, m2, z, lo, hi)
 
 
-def optimal_variance(
-    weighting, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()
-) -> Array:
+def optimal_variance(weighting, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> Array:
     r"""The smallest variance over proposals.
 
     $$\operatorname{Var}_{\min} = \tfrac14\Big(\int w\sqrt{m_2}\,d\lambda\Big)^2 - \mathcal L_w^2.$$
@@ -143,9 +131,7 @@ def optimal_variance(
     **Returns:** a scalar array.
     """
     lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
-    z = _integrate(
-        lambda x: weighting(x) * jnp.sqrt(m2(x)), lo, hi, _break_points(weighting, points)
-    )
+    z = _integrate(lambda x: weighting(x) * jnp.sqrt(m2(x)), lo, hi, _break_points(weighting, points))
     return 0.25 * z**2 - estimator_mean(weighting, m1, lo, hi, points=points) ** 2
 
 
@@ -199,9 +185,7 @@ class Adaptive(eqx.Module):
 
     def init(self) -> AdaptiveState:
         """**Returns:** the empty state (no bin updated: the uniform proposal)."""
-        return AdaptiveState(
-            jnp.zeros(self.n_bins, _float_dtype()), jnp.zeros(self.n_bins, jnp.int32)
-        )
+        return AdaptiveState(jnp.zeros(self.n_bins, _float_dtype()), jnp.zeros(self.n_bins, jnp.int32))
 
     def bin_index(self, logsnr: LogSNR) -> Int[Array, "*shape"]:
         r"""The bin of each log-SNR, $\lambda_{\max}$ in the last bin.
@@ -214,10 +198,10 @@ class Adaptive(eqx.Module):
         scaled = (logsnr - self.logsnr_min) * (self.n_bins / (self.logsnr_max - self.logsnr_min))
         return jnp.clip(jnp.floor(scaled), 0, self.n_bins - 1).astype(jnp.int32)
 
-    def cdf_knots(self, state: AdaptiveState) -> Float[Array, " n_bins+1"]:
-        r"""The CDF at the bin edges, $F_k = \sum_{j<k}\pi_j$, normalised so $F_n = 1$ exactly.
+    def bin_masses(self, state: AdaptiveState) -> Float[Array, " n_bins"]:
+        r"""The bin probabilities $\pi_k$, computed directly (not as CDF differences).
 
-        **Returns:** `(n_bins + 1,)` increasing array from 0 to 1.
+        **Returns:** `(n_bins,)` positive array summing to 1.
         """
         ema, count = state.ema, state.count
         dtype = ema.dtype
@@ -228,20 +212,22 @@ class Adaptive(eqx.Module):
         log_decay = math.log(self.decay) if self.decay > 0 else -math.inf
         denom = jnp.where(updated, -jnp.expm1(count_f * log_decay), 1.0)
         corrected = jnp.where(updated, ema / denom, 0.0)
-        fill = jnp.where(
-            n_updated > 0, jnp.sum(corrected) / jnp.maximum(n_updated, 1).astype(dtype), 1.0
-        )
+        fill = jnp.where(n_updated > 0, jnp.sum(corrected) / jnp.maximum(n_updated, 1).astype(dtype), 1.0)
         c = jnp.where(updated, corrected, fill)
         q = jnp.sqrt(c) if self.target == "rms" else c
         total = jnp.sum(q)
         q = jnp.where(total > 0, q / jnp.where(total > 0, total, 1.0), 1.0 / self.n_bins)
         pi = (1.0 - self.uniform_weight) * q + self.uniform_weight / self.n_bins
-        cdf = jnp.concatenate([jnp.zeros(1, dtype), jnp.cumsum(pi)])
-        return cdf / cdf[-1]
+        return pi / jnp.sum(pi)
 
-    def bin_masses(self, state: AdaptiveState) -> Float[Array, " n_bins"]:
-        """$\\pi_k = F_{k+1} - F_k$. **Returns:** `(n_bins,)` positive array summing to 1."""
-        return jnp.diff(self.cdf_knots(state))
+    def cdf_knots(self, state: AdaptiveState) -> Float[Array, " n_bins+1"]:
+        r"""The CDF at the bin edges, $F_k = \sum_{j<k}\pi_j$, normalised so $F_n = 1$ exactly.
+
+        **Returns:** `(n_bins + 1,)` increasing array from 0 to 1.
+        """
+        masses = self.bin_masses(state)
+        cdf = jnp.concatenate([jnp.zeros(1, masses.dtype), jnp.cumsum(masses)])
+        return cdf / cdf[-1]
 
     def density(self, state: AdaptiveState, logsnr: LogSNR) -> Array:
         """$p(\\lambda) = \\pi_k/\\Delta$ on bin $k$, 0 outside the range.
@@ -264,10 +250,10 @@ class Adaptive(eqx.Module):
         **Returns:** `(logsnr, density)`, arrays like `u`.
         """
         u = jnp.asarray(u, state.ema.dtype)
-        cdf = self.cdf_knots(state)
-        masses = jnp.diff(cdf)
+        masses, cdf = self.bin_masses(state), self.cdf_knots(state)  # jit deduplicates
         k = jnp.clip(jnp.searchsorted(cdf, u, side="right") - 1, 0, self.n_bins - 1)
-        frac = (u - cdf[k]) / masses[k]
+        # F_{k+1} - F_k equals π_k only to rounding: keep λ inside bin k, where p = π_k/Δ.
+        frac = jnp.clip((u - cdf[k]) / masses[k], 0.0, 1.0)
         logsnr = self.logsnr_min + (k.astype(u.dtype) + frac) * self.width
         return logsnr, masses[k] / self.width
 

@@ -15,9 +15,10 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Shaped
 
 from eqx_impl import _validate
-from eqx_impl._typing import Array, ArrayLike, Data, Float, Int, Scalar
+from eqx_impl._typing import Array, ArrayLike, Float, Int, Scalar
 from eqx_impl.schedules import AbstractSchedule, alpha_sigma
 from eqx_impl.weightings import AbstractWeighting
 from reference.losses import (
@@ -28,6 +29,11 @@ from reference.losses import (
     check_vocab_size,
     step_out_of_range_message,
 )
+
+# Inputs stay ArrayLike with independent shapes so that a mismatch reaches the checks below,
+# whose ValueError names both shapes, rather than a type-check error.
+Example = Float[ArrayLike, "..."]
+Levels = Shaped[ArrayLike, "..."]  # integer levels 0..V-1 (integer or integral float dtype)
 
 __all__ = [
     "bits_per_dim",
@@ -56,7 +62,7 @@ def _scalar(value, dtype) -> Scalar:
     return value.astype(dtype)
 
 
-def eps_loss(eps_model, x: Data, logsnr: Float[ArrayLike, ""], eps: Data) -> Scalar:
+def eps_loss(eps_model, x: Example, logsnr: Float[ArrayLike, ""], eps: Example) -> Scalar:
     r"""$\ell(\lambda) = \|\epsilon - \hat\epsilon(\alpha x + \sigma\epsilon;\lambda)\|^2$, $\alpha^2 = \mathrm{sigmoid}(\lambda)$.
 
     **Returns:** the scalar ε-loss (summed over all dimensions), in the dtype of `x`.
@@ -74,9 +80,9 @@ def eps_loss(eps_model, x: Data, logsnr: Float[ArrayLike, ""], eps: Data) -> Sca
 
 def weighted_loss(
     eps_model,
-    x: Data,
+    x: Example,
     logsnr: Float[ArrayLike, ""],
-    eps: Data,
+    eps: Example,
     weighting: AbstractWeighting,
     density: Float[ArrayLike, ""],
 ) -> Scalar:
@@ -94,7 +100,7 @@ def weighted_loss(
 
 
 def vdm_continuous_loss(
-    eps_model, x: Data, t: Float[ArrayLike, ""], eps: Data, schedule: AbstractSchedule
+    eps_model, x: Example, t: Float[ArrayLike, ""], eps: Example, schedule: AbstractSchedule
 ) -> Scalar:
     r"""VDM's continuous-time diffusion loss $\tfrac12(-d\lambda/dt)\,\ell(\lambda(t))$ at $t \sim U(0,1)$.
 
@@ -108,9 +114,9 @@ def vdm_continuous_loss(
 
 def vdm_discrete_loss(
     eps_model,
-    x: Data,
+    x: Example,
     i: Int[ArrayLike, ""],
-    eps: Data,
+    eps: Example,
     schedule: AbstractSchedule,
     num_steps: int,
 ) -> Scalar:
@@ -162,7 +168,7 @@ def prior_gap(logsnr: Float[ArrayLike, "*shape"]) -> Array:
     return jnp.where(a <= SERIES_MAX_ALPHA2, small**2 * series, jax.nn.softplus(logsnr) - a)
 
 
-def prior_kl(x: Data, logsnr_min: Float[ArrayLike, ""]) -> Scalar:
+def prior_kl(x: Example, logsnr_min: Float[ArrayLike, ""]) -> Scalar:
     r"""$\mathrm{KL}(q(z_1|x)\,\|\,\mathcal N(0,I)) = \tfrac12\sum(\alpha_1^2x^2 + \sigma_1^2 - \ln\sigma_1^2 - 1)
     = \tfrac12\sum(\alpha_1^2 x^2 + g(\lambda_{\min}))$ with $g$ from `prior_gap`.
 
@@ -173,14 +179,14 @@ def prior_kl(x: Data, logsnr_min: Float[ArrayLike, ""]) -> Scalar:
     return 0.5 * jnp.sum(jax.nn.sigmoid(logsnr_min) * x**2 + prior_gap(logsnr_min))
 
 
-def reconstruction_nll(
-    x: Int[ArrayLike, "*dims"], logsnr_max: Float[ArrayLike, ""], eps: Data, vocab_size: int = 256
-) -> Scalar:
+def reconstruction_nll(x: Levels, logsnr_max: Float[ArrayLike, ""], eps: Example, vocab_size: int = 256) -> Scalar:
     r"""VDM's $-\ln p(x|z_0)$ for integer levels `x`, with logits over the bin centres $c_k$:
 
     $$\mathrm{logit}_k = -\tfrac12 e^{\lambda_{\max}}(\tilde z_0 - c_k)^2
-      = -\tfrac12\big(e^{\lambda_{\max}/2}(f - c_k) + \epsilon\big)^2,\quad \tilde z_0 = z_0/\alpha_0 = f + e^{-\lambda_{\max}/2}\epsilon,$$
-    $f$ = `levels_to_unit(x)`; NLL $= -\sum_{\mathrm{dims}}\log\mathrm{softmax}(\mathrm{logit})_x$.
+      = -\tfrac12\big(e^{\lambda_{\max}/2}\,2(x - k)/V + \epsilon\big)^2,\quad
+      \tilde z_0 = z_0/\alpha_0 = f + e^{-\lambda_{\max}/2}\epsilon,$$
+    $f$ = `levels_to_unit(x)`, $f - c_k = 2(x-k)/V$ from integers (exact: the true bin's logit is
+    $-\epsilon^2/2$ even when $e^{\lambda_{\max}/2}$ magnifies float32 rounding of $f$); NLL $= -\sum_{\mathrm{dims}}\log\mathrm{softmax}(\mathrm{logit})_x$.
     Levels outside $0..V-1$ are reported by `eqx.error_if`.
 
     **Returns:** a scalar (nats) in the dtype of `eps`.
@@ -197,9 +203,8 @@ def reconstruction_nll(
         f"x must hold integer levels 0..{vocab_size - 1} for vocab_size={vocab_size}.",
     )
     lam = _scalar(logsnr_max, eps.dtype)
-    f = levels_to_unit(levels, vocab_size).astype(eps.dtype)[..., None]
-    centres = levels_to_unit(jnp.arange(vocab_size), vocab_size).astype(eps.dtype)
-    logits = -0.5 * (jnp.exp(0.5 * lam) * (f - centres) + eps[..., None]) ** 2
+    offsets = 2.0 * (levels[..., None] - jnp.arange(vocab_size)).astype(eps.dtype) / vocab_size  # f - c_k
+    logits = -0.5 * (jnp.exp(0.5 * lam) * offsets + eps[..., None]) ** 2
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.sum(jnp.take_along_axis(log_probs, levels[..., None], axis=-1))
 

@@ -16,12 +16,11 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-import numpy as np
-
-from eqx_impl import _validate
 from eqx_impl._typing import Array, ArrayLike, Data, Float, PRNGKeyArray, Scalar
+from eqx_impl.schedules import alpha_sigma
 from reference.samplers import _logsnrs, _sigmas
 
 Denoiser = Callable[[Data, Scalar], Data]
@@ -33,9 +32,7 @@ def _steps_array(values, x: Array, name: str, increasing: bool) -> Array:
     values = jnp.asarray(values, x.dtype)
     order = "strictly increasing, noisiest first" if increasing else "strictly decreasing, >= 0"
     if values.ndim != 1 or values.shape[0] < 2:
-        raise ValueError(
-            f"{name} must be a 1-D array of at least 2 values ({order}), got shape {values.shape}."
-        )
+        raise ValueError(f"{name} must be a 1-D array of at least 2 values ({order}), got shape {values.shape}.")
     if not isinstance(values, jax.core.Tracer):  # concrete: the reference's checks apply
         (_logsnrs if increasing else _sigmas)(np.asarray(values, dtype=np.float64))
     return values
@@ -52,13 +49,16 @@ def _noise(noise, key, n_steps: int, x: Array, who: str) -> Array:
             )
         return noise
     if key is None:
-        raise ValueError(
-            f"{who} is stochastic here: pass noise= (shape {shape}) or key=jax.random.key(seed)."
-        )
+        raise ValueError(f"{who} is stochastic here: pass noise= (shape {shape}) or key=jax.random.key(seed).")
     return jax.random.normal(key, shape, x.dtype)
 
 
 # --- EDM samplers ----------------------------------------------------------------------------
+
+
+def _concrete(value) -> float | None:
+    """`float(value)`, or None while `value` is traced (then it cannot be checked eagerly)."""
+    return None if isinstance(value, jax.core.Tracer) else float(value)
 
 
 def heun_sampler(
@@ -66,11 +66,11 @@ def heun_sampler(
     x: Data,
     sigmas: Float[ArrayLike, " n_plus_1"],
     *,
-    S_churn: float = 0.0,
-    S_min: float = 0.0,
-    S_max: float = math.inf,
-    S_noise: float = 1.0,
-    noise: Float[ArrayLike, "n *dims"] | None = None,
+    S_churn: float | Float[ArrayLike, ""] = 0.0,
+    S_min: float | Float[ArrayLike, ""] = 0.0,
+    S_max: float | Float[ArrayLike, ""] = math.inf,
+    S_noise: float | Float[ArrayLike, ""] = 1.0,
+    noise: Float[ArrayLike, " n *dims"] | None = None,
     key: PRNGKeyArray | None = None,
 ) -> Data:
     r"""EDM's stochastic Heun sampler (Algorithm 2); deterministic (Algorithm 1) when `S_churn = 0`.
@@ -78,33 +78,42 @@ def heun_sampler(
     At step $i$ of $N$: $\gamma_i = \min(S_{\mathrm{churn}}/N, \sqrt2-1)$ if
     $S_{\min} \le \sigma_i \le S_{\max}$ else 0, $\hat\sigma = \sigma_i(1+\gamma_i)$,
     $\hat x = x_i + \sqrt{\hat\sigma^2-\sigma_i^2}\,S_{\mathrm{noise}}\xi_i$,
-    $d = (\hat x - D(\hat x;\hat\sigma))/\hat\sigma$, Euler step $x_{i+1} = \hat x + (\sigma_{i+1}-\hat\sigma)d$,
-    then the Heun correction with the average slope unless $\sigma_{i+1} = 0$ (a `lax.cond`,
-    so the last step costs one call: $2N-1$ in all). `x` is one example already scaled by
-    `sigmas[0]`; $\xi$ from `noise` or `key`, needed only when `S_churn > 0`.
+    $d = (\hat x - D(\hat x;\hat\sigma))/\hat\sigma$,
+    Euler step $x_{i+1} = \hat x + (\sigma_{i+1}-\hat\sigma)d$, then the Heun correction with
+    the average slope unless $\sigma_{i+1} = 0$ (a `lax.cond`, so the last step costs one
+    call: $2N-1$ in all). `x` is one example already scaled by `sigmas[0]`.
+
+    The `S_*` may be traced scalars (sweeps under one jit). $\xi$ comes from `noise` or
+    `key`, required unless `S_churn` is a concrete 0 (then both are ignored).
 
     **Returns:** the sample at `sigmas[-1]`, shaped like `x`.
     """
     x = jnp.asarray(x)
     sigmas = _steps_array(sigmas, x, "sigmas", increasing=False)
     n = sigmas.shape[0] - 1
-    S_churn = _validate.finite("S_churn", S_churn)
-    S_noise = _validate.finite("S_noise", S_noise)
-    if S_churn < 0 or S_noise < 0:
-        raise ValueError(f"S_churn and S_noise must be >= 0, got {S_churn}, {S_noise}.")
-    if not float(S_min) <= float(S_max):
+    churn, s_noise = _concrete(S_churn), _concrete(S_noise)
+    if churn is not None and (not math.isfinite(churn) or churn < 0):
+        raise ValueError(f"S_churn must be finite and >= 0, got {S_churn}.")
+    if s_noise is not None and (not math.isfinite(s_noise) or s_noise < 0):
+        raise ValueError(f"S_noise must be finite and >= 0, got {S_noise}.")
+    s_min, s_max = _concrete(S_min), _concrete(S_max)
+    if s_min is not None and s_max is not None and not s_min <= s_max:
         raise ValueError(f"S_min={S_min} must be <= S_max={S_max}; swap them if reversed.")
-    gamma_max = min(S_churn / n, math.sqrt(2.0) - 1.0)
-    churn = gamma_max > 0
-    xi = _noise(noise, key, n, x, "heun_sampler") if churn else jnp.zeros((n, 0), x.dtype)
+    stochastic = churn != 0.0
+    if stochastic:
+        xi = _noise(noise, key, n, x, "heun_sampler")
+        gamma_max = jnp.minimum(jnp.asarray(S_churn, x.dtype) / n, math.sqrt(2.0) - 1.0)
+        S_min, S_max, S_noise = (jnp.asarray(v, x.dtype) for v in (S_min, S_max, S_noise))
+    else:
+        xi = jnp.zeros((n, 0), x.dtype)  # scanned over but unused
 
     def step(x, inputs):
         sigma, sigma_next, xi_i = inputs
-        if churn:
+        if stochastic:
             inside = (sigma >= S_min) & (sigma <= S_max)
-            gamma = jnp.where(inside, jnp.asarray(gamma_max, x.dtype), jnp.zeros((), x.dtype))
+            gamma = jnp.where(inside, gamma_max, jnp.zeros((), x.dtype))
             sigma_hat = sigma * (1.0 + gamma)
-            # √(σ̂² − σ²) = σ√(γ(2+γ)), without the cancellation
+            # √(σ̂² − σ²) = σ√(γ(2+γ)), without the cancellation; γ = 0 leaves x unchanged
             x_hat = x + sigma * jnp.sqrt(gamma * (2.0 + gamma)) * S_noise * xi_i
         else:
             sigma_hat, x_hat = sigma, x
@@ -151,7 +160,7 @@ def ancestral_sampler(
     z: Data,
     logsnrs: Float[ArrayLike, " n_plus_1"],
     *,
-    noise: Float[ArrayLike, "n *dims"] | None = None,
+    noise: Float[ArrayLike, " n *dims"] | None = None,
     key: PRNGKeyArray | None = None,
 ) -> Data:
     r"""VDM / DDPM ancestral sampling, $z_s \sim q(z_s \mid z_t, x = \hat x(z_t))$, for one example.
@@ -169,7 +178,7 @@ def ancestral_sampler(
     def step(z, inputs):
         lt, ls, xi_i = inputs
         c = -jnp.expm1(lt - ls)
-        sigma_t, sigma_s = jnp.sqrt(jax.nn.sigmoid(-lt)), jnp.sqrt(jax.nn.sigmoid(-ls))
+        sigma_t, sigma_s = alpha_sigma(lt)[1], alpha_sigma(ls)[1]
         eps_hat = eps_model(z, lt)
         return _alpha_ratio(ls, lt) * (z - sigma_t * c * eps_hat) + sigma_s * jnp.sqrt(c) * xi_i, None
 
@@ -191,7 +200,7 @@ def ddim_sampler(eps_model: EpsModel, z: Data, logsnrs: Float[ArrayLike, " n_plu
     def step(z, inputs):
         lt, ls = inputs
         eps_hat = eps_model(z, lt)
-        sigma_s = jnp.sqrt(jax.nn.sigmoid(-ls))
+        sigma_s = alpha_sigma(ls)[1]
         return _alpha_ratio(ls, lt) * z - sigma_s * jnp.expm1(0.5 * (ls - lt)) * eps_hat, None
 
     z, _ = lax.scan(step, z, (logsnrs[:-1], logsnrs[1:]))

@@ -3,6 +3,46 @@
 Slow and readable: every formula of SPEC §1–§5, §7, §8, checked against closed forms.
 """
 
+from reference.analytic import GaussianData, GaussianMixture
+
+# (further modules add their blocks below)
+from reference.edm import (
+    denoiser_from_eps,
+    denoiser_from_F,
+    denoiser_from_v,
+    denoiser_from_x,
+    edm_loss_weight,
+    edm_precond,
+    edm_sigmas,
+    ve_precond,
+    vp_precond,
+)
+from reference.elbo import (
+    AugmentationDistribution,
+    augmentation_distribution,
+    ibp_rhs,
+    truncated_kl,
+    weighted_loss_integral,
+)
+from reference.importance import (
+    Adaptive,
+    AdaptiveState,
+    estimator_mean,
+    estimator_variance,
+    optimal_proposal,
+    optimal_variance,
+)
+from reference.losses import (
+    bits_per_dim,
+    eps_loss,
+    levels_to_unit,
+    prior_kl,
+    reconstruction_nll,
+    vdm_continuous_loss,
+    vdm_discrete_loss,
+    weighted_loss,
+)
+from reference.samplers import ancestral_sampler, ddim_sampler, euler_sampler, heun_sampler
 from reference.schedules import (
     AbstractSchedule,
     Cosine,
@@ -35,44 +75,4 @@ from reference.weightings import (
     Shifted,
     Sigmoid,
     is_monotonic,
-)
-
-# (further modules add their blocks below)
-from reference.edm import (
-    denoiser_from_eps,
-    denoiser_from_F,
-    denoiser_from_v,
-    denoiser_from_x,
-    edm_loss_weight,
-    edm_precond,
-    edm_sigmas,
-    ve_precond,
-    vp_precond,
-)
-from reference.samplers import ancestral_sampler, ddim_sampler, euler_sampler, heun_sampler
-from reference.analytic import GaussianData, GaussianMixture
-from reference.importance import (
-    Adaptive,
-    AdaptiveState,
-    estimator_mean,
-    estimator_variance,
-    optimal_proposal,
-    optimal_variance,
-)
-from reference.losses import (
-    bits_per_dim,
-    eps_loss,
-    levels_to_unit,
-    prior_kl,
-    reconstruction_nll,
-    vdm_continuous_loss,
-    vdm_discrete_loss,
-    weighted_loss,
-)
-from reference.elbo import (
-    AugmentationDistribution,
-    augmentation_distribution,
-    ibp_rhs,
-    truncated_kl,
-    weighted_loss_integral,
 )

@@ -51,10 +51,7 @@ def _x_minus_log1p_series(x):
 
 def _check_dim(dim) -> int:
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
-        raise ValueError(
-            f"dim must be a positive integer (the length of one example), got {dim!r}; "
-            "pass e.g. dim=2."
-        )
+        raise ValueError(f"dim must be a positive integer (the length of one example), got {dim!r}; pass e.g. dim=2.")
     return int(dim)
 
 
@@ -70,9 +67,7 @@ def _check_mixture(weights, means, stds) -> tuple[np.ndarray, np.ndarray, np.nda
     """Validate mixture parameters (shared with `eqx_impl`). **Returns:** float64 copies."""
     weights, means, stds = _arr(weights), _arr(means), _arr(stds)
     if weights.ndim != 1 or weights.shape[0] < 1:
-        raise ValueError(
-            f"weights must have shape (K,) with K >= 1 components, got shape {weights.shape}."
-        )
+        raise ValueError(f"weights must have shape (K,) with K >= 1 components, got shape {weights.shape}.")
     k = weights.shape[0]
     if means.ndim != 2 or means.shape[0] != k or means.shape[1] < 1:
         raise ValueError(
@@ -89,16 +84,13 @@ def _check_mixture(weights, means, stds) -> tuple[np.ndarray, np.ndarray, np.nda
         if not np.all(np.isfinite(value)):
             raise ValueError(f"{name} must be finite, got {value!r}; remove the NaN/inf entries.")
     if not np.all(weights > 0):
-        raise ValueError(
-            f"weights must all be > 0, got {weights!r}; drop components with zero weight."
-        )
+        raise ValueError(f"weights must all be > 0, got {weights!r}; drop components with zero weight.")
     if not np.all(stds > 0):
         raise ValueError(f"stds must all be > 0, got {stds!r}; pass standard deviations, not 0.")
     total = math.fsum(weights.tolist())
     if abs(total - 1.0) > 1e-6:
         raise ValueError(
-            f"weights must sum to 1, got sum {total!r}; normalise them first "
-            "(weights / weights.sum(), in float64)."
+            f"weights must sum to 1, got sum {total!r}; normalise them first (weights / weights.sum(), in float64)."
         )
     return weights, means, stds
 

@@ -118,9 +118,7 @@ class _CumulativeLoss:
         self.loss = loss
         num = max(1, math.ceil((hi - lo) / _PANEL_WIDTH))
         self.edges = np.linspace(lo, hi, num + 1)
-        parts = [
-            _half_integral(loss, a, b) for a, b in zip(self.edges[:-1], self.edges[1:], strict=True)
-        ]
+        parts = [_half_integral(loss, a, b) for a, b in zip(self.edges[:-1], self.edges[1:], strict=True)]
 
         self.cumulative = np.concatenate([[0.0], np.cumsum(parts)])
 

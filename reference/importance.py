@@ -31,7 +31,7 @@ from scipy import integrate
 from reference import _validate
 
 _EPSREL = 1e-12
-TARGETS = ("mean", "rms")
+ADAPTIVE_TARGETS = ("mean", "rms")
 
 
 def _quad(f: Callable, lo: float, hi: float, points: Iterable[float]) -> float:
@@ -65,9 +65,7 @@ def estimator_mean(weighting, m1, logsnr_min: float, logsnr_max: float, *, point
     return 0.5 * _quad(lambda x: weighting(x) * m1(x), lo, hi, _break_points(weighting, points))
 
 
-def estimator_variance(
-    weighting, density, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()
-) -> float:
+def estimator_variance(weighting, density, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> float:
     r"""Variance of $\hat{\mathcal L} = \tfrac12\,w\,\ell/p$, $\lambda \sim p$ = `density`.
 
     $$\operatorname{Var} = \tfrac14\int_{\lambda_{\min}}^{\lambda_{\max}}
@@ -105,9 +103,7 @@ class OptimalProposal:
         return np.where(inside, value, 0.0)
 
 
-def optimal_proposal(
-    weighting, m2, logsnr_min: float, logsnr_max: float, *, points=()
-) -> OptimalProposal:
+def optimal_proposal(weighting, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> OptimalProposal:
     r"""The proposal minimising `estimator_variance`: $p^* \propto w\sqrt{m_2}$ on the interval.
 
     **Returns:** an `OptimalProposal`, a callable density of log-SNR.
@@ -123,9 +119,7 @@ def optimal_proposal(
     return OptimalProposal(weighting, m2, lo, hi, z)
 
 
-def optimal_variance(
-    weighting, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()
-) -> float:
+def optimal_variance(weighting, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> float:
     r"""The smallest variance over proposals.
 
     $$\operatorname{Var}_{\min} = \tfrac14\Big(\int w\sqrt{m_2}\,d\lambda\Big)^2 - \mathcal L_w^2.$$
@@ -149,20 +143,15 @@ def check_adaptive(logsnr_min, logsnr_max, n_bins, decay, target, uniform_weight
     try:
         n = operator.index(n_bins)
     except TypeError:
-        raise ValueError(
-            f"n_bins must be an integer, got {n_bins!r}; the usual value is 100."
-        ) from None
+        raise ValueError(f"n_bins must be an integer, got {n_bins!r}; the usual value is 100.") from None
     if n < 1:
         raise ValueError(f"n_bins must be >= 1, got {n}; the usual value is 100.")
     decay = _validate.finite("decay", decay)
     if not 0.0 <= decay < 1.0:
+        raise ValueError(f"decay must lie in [0, 1), got {decay!r}; it is the EMA factor per update (e.g. 0.999).")
+    if target not in ADAPTIVE_TARGETS:
         raise ValueError(
-            f"decay must lie in [0, 1), got {decay!r}; it is the EMA factor per update "
-            "(e.g. 0.999)."
-        )
-    if target not in TARGETS:
-        raise ValueError(
-            f"target must be one of {TARGETS}, got {target!r}: 'mean' tracks w*loss, "
+            f"target must be one of {ADAPTIVE_TARGETS}, got {target!r}: 'mean' tracks w*loss, "
             "'rms' tracks (w*loss)^2 and samples its square root (variance-optimal)."
         )
     uniform_weight = _validate.finite("uniform_weight", uniform_weight)
@@ -237,12 +226,12 @@ class Adaptive:
         )
         return np.clip(np.floor(scaled), 0, self.n_bins - 1).astype(np.int64)
 
-    def cdf_knots(self, state: AdaptiveState) -> np.ndarray:
-        r"""The CDF at the bin edges, $F_k = \sum_{j<k}\pi_j$, normalised so $F_n = 1$ exactly.
+    def bin_masses(self, state: AdaptiveState) -> np.ndarray:
+        r"""The bin probabilities $\pi_k$ defined in the class docstring.
 
-        $\pi_k$ is defined in the class docstring.
+        Computed directly, not as CDF differences, so small masses keep full relative precision.
 
-        **Returns:** `(n_bins + 1,)` increasing array from 0 to 1.
+        **Returns:** `(n_bins,)` positive array summing to 1.
         """
         ema, count = np.asarray(state.ema, np.float64), np.asarray(state.count)
         updated = count > 0
@@ -256,15 +245,15 @@ class Adaptive:
         total = q.sum()
         q = q / total if total > 0 else np.full(self.n_bins, 1.0 / self.n_bins)
         pi = (1.0 - self.uniform_weight) * q + self.uniform_weight / self.n_bins
-        cdf = np.concatenate([[0.0], np.cumsum(pi)])
-        return cdf / cdf[-1]
+        return pi / pi.sum()
 
-    def bin_masses(self, state: AdaptiveState) -> np.ndarray:
-        r"""The bin probabilities $\pi_k = F_{k+1} - F_k$.
+    def cdf_knots(self, state: AdaptiveState) -> np.ndarray:
+        r"""The CDF at the bin edges, $F_k = \sum_{j<k}\pi_j$, normalised so $F_n = 1$ exactly.
 
-        **Returns:** `(n_bins,)` positive array summing to 1.
+        **Returns:** `(n_bins + 1,)` increasing array from 0 to 1.
         """
-        return np.diff(self.cdf_knots(state))
+        cdf = np.concatenate([[0.0], np.cumsum(self.bin_masses(state))])
+        return cdf / cdf[-1]
 
     def density(self, state: AdaptiveState, logsnr) -> np.ndarray:
         """$p(\\lambda) = \\pi_k/\\Delta$ on bin $k$; 0 outside the range.
@@ -288,10 +277,10 @@ class Adaptive:
         u = np.asarray(u, np.float64)
         if not np.all((u >= 0.0) & (u < 1.0)):
             raise ValueError("u must lie in [0, 1); draw it as uniform(0, 1) or (u0 + i/B) % 1.")
-        cdf = self.cdf_knots(state)
-        masses = np.diff(cdf)
+        masses, cdf = self.bin_masses(state), self.cdf_knots(state)
         k = np.clip(np.searchsorted(cdf, u, side="right") - 1, 0, self.n_bins - 1)
-        frac = (u - cdf[k]) / masses[k]
+        # F_{k+1} - F_k equals π_k only to rounding: keep λ inside bin k, where p = π_k/Δ.
+        frac = np.clip((u - cdf[k]) / masses[k], 0.0, 1.0)
         logsnr = self.logsnr_min + (k + frac) * self.width
         return logsnr, masses[k] / self.width
 
@@ -308,8 +297,7 @@ class Adaptive:
         _validate.same_shape("logsnr", logsnr, "values", values)
         if not np.all((logsnr >= self.logsnr_min) & (logsnr <= self.logsnr_max)):
             raise ValueError(
-                f"logsnr must lie in [{self.logsnr_min}, {self.logsnr_max}]; "
-                "pass the log-SNRs drawn by sample()."
+                f"logsnr must lie in [{self.logsnr_min}, {self.logsnr_max}]; pass the log-SNRs drawn by sample()."
             )
         if not np.all(np.isfinite(values)):
             raise ValueError("values must be finite; check the loss for NaN/inf before updating.")
@@ -320,7 +308,5 @@ class Adaptive:
         sums = np.bincount(k, weights=y, minlength=self.n_bins)
         hits = np.bincount(k, minlength=self.n_bins)
         batch_mean = sums / np.maximum(hits, 1)
-        ema = np.where(
-            hits > 0, self.decay * state.ema + (1.0 - self.decay) * batch_mean, state.ema
-        )
+        ema = np.where(hits > 0, self.decay * state.ema + (1.0 - self.decay) * batch_mean, state.ema)
         return AdaptiveState(ema, state.count + (hits > 0))

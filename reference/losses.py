@@ -54,8 +54,7 @@ def check_num_steps(num_steps) -> int:
         return check_positive_int("num_steps", num_steps)
     except ValueError:
         raise ValueError(
-            f"num_steps must be an integer >= 1 (the number T of discrete diffusion steps), "
-            f"got {num_steps!r}."
+            f"num_steps must be an integer >= 1 (the number T of discrete diffusion steps), got {num_steps!r}."
         ) from None
 
 
@@ -65,8 +64,7 @@ def check_vocab_size(vocab_size) -> int:
         return check_positive_int("vocab_size", vocab_size, minimum=2)
     except ValueError:
         raise ValueError(
-            f"vocab_size must be an integer >= 2 (the number of data levels, 256 for 8-bit "
-            f"images), got {vocab_size!r}."
+            f"vocab_size must be an integer >= 2 (the number of data levels, 256 for 8-bit images), got {vocab_size!r}."
         ) from None
 
 
@@ -130,9 +128,7 @@ def weighted_loss(eps_model, x, logsnr, eps, weighting, density):
     """
     density = np.float64(density)
     if not density > 0:
-        raise ValueError(
-            f"density must be > 0 (the proposal's p(logsnr) at the drawn logsnr), got {density!r}."
-        )
+        raise ValueError(f"density must be > 0 (the proposal's p(logsnr) at the drawn logsnr), got {density!r}.")
     return 0.5 * weighting(logsnr) / density * eps_loss(eps_model, x, logsnr, eps)
 
 
@@ -217,8 +213,9 @@ def reconstruction_nll(x, logsnr_max, eps, vocab_size: int = 256):
     $\tilde z_0 = z_0/\alpha_0 = f + e^{-\lambda_{\max}/2}\epsilon$;
     per dimension, logits over the bin centres $c_k = 2(k+\tfrac12)/V - 1$:
     $$\mathrm{logit}_k = -\tfrac12 e^{\lambda_{\max}}(\tilde z_0 - c_k)^2
-      = -\tfrac12\big(e^{\lambda_{\max}/2}(f - c_k) + \epsilon\big)^2,$$
-    (the right form avoids dividing by a tiny $\alpha_0$), and
+      = -\tfrac12\big(e^{\lambda_{\max}/2}\,2(x - k)/V + \epsilon\big)^2,$$
+    (the right form divides by no tiny $\alpha_0$, and $f - c_k = 2(x-k)/V$ is exact, so the
+    true bin's logit is exactly $-\epsilon^2/2$ however large $e^{\lambda_{\max}/2}$), and
     $\mathrm{NLL} = -\sum_{\mathrm{dims}} \log\mathrm{softmax}(\mathrm{logit})_{x}$.
 
     **Returns:** a float64 scalar (nats).
@@ -229,18 +226,15 @@ def reconstruction_nll(x, logsnr_max, eps, vocab_size: int = 256):
     _validate.same_shape("x", levels, "eps", eps)
     as_float = levels.astype(np.float64)
     if not np.all(np.isfinite(as_float) & (as_float == np.round(as_float))):
-        raise ValueError(
-            "x must hold integer levels 0..vocab_size-1 (not values already mapped to [-1, 1])."
-        )
+        raise ValueError("x must hold integer levels 0..vocab_size-1 (not values already mapped to [-1, 1]).")
     if levels.size and not (as_float.min() >= 0 and as_float.max() <= vocab_size - 1):
         raise ValueError(
             f"x holds levels in [{as_float.min()}, {as_float.max()}] but vocab_size={vocab_size} "
             f"allows 0..{vocab_size - 1}; pass the right vocab_size."
         )
     lam = _scalar_logsnr(logsnr_max)
-    f = levels_to_unit(as_float, vocab_size)[..., None]
-    centres = levels_to_unit(np.arange(vocab_size), vocab_size)
-    logits = -0.5 * (np.exp(0.5 * lam) * (f - centres) + eps[..., None]) ** 2
+    offsets = 2.0 * (as_float[..., None] - np.arange(vocab_size)) / vocab_size  # f - c_k
+    logits = -0.5 * (np.exp(0.5 * lam) * offsets + eps[..., None]) ** 2
     log_probs = logits - special.logsumexp(logits, axis=-1, keepdims=True)
     true_bin = np.take_along_axis(log_probs, as_float.astype(np.int64)[..., None], axis=-1)
     return -np.sum(true_bin)

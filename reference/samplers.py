@@ -15,7 +15,7 @@ import math
 import numpy as np
 from scipy import special
 
-from reference import _validate
+from reference.schedules import alpha_sigma
 
 
 def _sigmas(sigmas):
@@ -60,8 +60,7 @@ def _noise_source(noise, rng, n_steps: int, shape, who: str):
         return lambda i: noise[i]
     if rng is None:
         raise ValueError(
-            f"{who} is stochastic here: pass noise= (shape {(n_steps, *shape)}) or "
-            "rng=np.random.default_rng(seed)."
+            f"{who} is stochastic here: pass noise= (shape {(n_steps, *shape)}) or rng=np.random.default_rng(seed)."
         )
     return lambda i: rng.standard_normal(shape)
 
@@ -100,10 +99,11 @@ def heun_sampler(
     x = np.asarray(x, dtype=np.float64)
     sigmas = _sigmas(sigmas)
     n = sigmas.size - 1
-    S_churn = _validate.finite("S_churn", S_churn)
-    S_noise = _validate.finite("S_noise", S_noise)
-    if S_churn < 0 or S_noise < 0:
-        raise ValueError(f"S_churn and S_noise must be >= 0, got {S_churn}, {S_noise}.")
+    S_churn, S_noise = float(S_churn), float(S_noise)
+    if not (math.isfinite(S_churn) and S_churn >= 0):
+        raise ValueError(f"S_churn must be finite and >= 0, got {S_churn}.")
+    if not (math.isfinite(S_noise) and S_noise >= 0):
+        raise ValueError(f"S_noise must be finite and >= 0, got {S_noise}.")
     if not float(S_min) <= float(S_max):
         raise ValueError(f"S_min={S_min} must be <= S_max={S_max}; swap them if reversed.")
     gamma_max = min(S_churn / n, math.sqrt(2.0) - 1.0)
@@ -162,7 +162,7 @@ def ancestral_sampler(eps_model, z, logsnrs, *, noise=None, rng=None):
     for i in range(n):
         lt, ls = logsnrs[i], logsnrs[i + 1]
         c = -np.expm1(lt - ls)
-        sigma_t, sigma_s = np.sqrt(special.expit(-lt)), np.sqrt(special.expit(-ls))
+        sigma_t, sigma_s = alpha_sigma(lt)[1], alpha_sigma(ls)[1]
         eps_hat = eps_model(z, lt)
         z = _alpha_ratio(ls, lt) * (z - sigma_t * c * eps_hat) + sigma_s * np.sqrt(c) * xi(i)
     return z
@@ -182,6 +182,6 @@ def ddim_sampler(eps_model, z, logsnrs):
     logsnrs = _logsnrs(logsnrs)
     for lt, ls in zip(logsnrs[:-1], logsnrs[1:], strict=True):
         eps_hat = eps_model(z, lt)
-        sigma_s = np.sqrt(special.expit(-ls))
+        sigma_s = alpha_sigma(ls)[1]
         z = _alpha_ratio(ls, lt) * z - sigma_s * np.expm1(0.5 * (ls - lt)) * eps_hat
     return z

@@ -229,9 +229,7 @@ class DDPMLinear(AbstractSchedule):
         self.beta_min = _validate.positive("beta_min", beta_min)
         self.beta_max = _validate.positive("beta_max", beta_max)
         if not self.beta_max > self.beta_min:
-            raise ValueError(
-                f"DDPMLinear needs beta_max > beta_min, got beta_min={beta_min}, beta_max={beta_max}."
-            )
+            raise ValueError(f"DDPMLinear needs beta_max > beta_min, got beta_min={beta_min}, beta_max={beta_max}.")
         self.t_eps = _validate.finite("t_eps", t_eps)
         if not 0.0 < self.t_eps < 1.0:
             raise ValueError(f"t_eps must lie in (0, 1), got {t_eps}; the usual value is 1e-5.")

@@ -47,9 +47,7 @@ class AbstractWeighting(abc.ABC):
         logsnr = _arr(logsnr)
         h = 1e-3  # truncation ~h⁴ = 1e-12, rounding ~ε·|λ|/h < 1e-11 for |λ| <= 50
         f = self.__call__
-        return (-f(logsnr + 2 * h) + 8 * f(logsnr + h) - 8 * f(logsnr - h) + f(logsnr - 2 * h)) / (
-            12 * h
-        )
+        return (-f(logsnr + 2 * h) + 8 * f(logsnr + h) - 8 * f(logsnr - h) + f(logsnr - 2 * h)) / (12 * h)
 
 
 class ELBO(AbstractWeighting):
@@ -207,9 +205,7 @@ class Monotonic(AbstractWeighting):
         logsnr = _arr(logsnr)
         inside = logsnr <= self.logsnr_max
         right_end = np.where(inside, self.weighting(self.logsnr_max), 0.0)
-        later_peaks = np.where(
-            self.peaks >= logsnr[..., None], self.peak_values, 0.0
-        ).max(axis=-1, initial=0.0)
+        later_peaks = np.where(self.peaks >= logsnr[..., None], self.peak_values, 0.0).max(axis=-1, initial=0.0)
         return np.maximum(self.weighting(logsnr), np.maximum(right_end, later_peaks))
 
     def derivative(self, logsnr):

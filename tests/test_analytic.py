@@ -15,9 +15,7 @@ from reference import GaussianData, GaussianMixture
 # A 1-D, a 2-D diagonal and a 3-D isotropic mixture.
 MIX1 = GaussianMixture([0.2, 0.5, 0.3], [[-2.0], [0.5], [3.0]], [0.4, 1.0, 0.7])
 MIX2 = GaussianMixture([0.6, 0.4], [[-1.0, 0.5], [1.5, -0.5]], [[0.5, 1.2], [0.8, 0.3]])
-MIX3 = GaussianMixture(
-    [0.25, 0.25, 0.5], [[1.0, 0.0, -1.0], [-1.0, 2.0, 0.0], [0.0, -1.0, 1.0]], [0.3, 0.6, 1.1]
-)
+MIX3 = GaussianMixture([0.25, 0.25, 0.5], [[1.0, 0.0, -1.0], [-1.0, 2.0, 0.0], [0.0, -1.0, 1.0]], [0.3, 0.6, 1.1])
 MIXTURES = [MIX1, MIX2, MIX3]
 GAUSS = GaussianData(0.5, 3)
 
@@ -48,20 +46,22 @@ def _stds_full(mix):
 
 
 def test_log_prob_integrates_to_one():
-    # quad/dblquad on a box: the mass outside [-20, 20] is < 1e-30 for these parameters.
+    # 1-D by quad on [-20, 20] (mass outside < 1e-30 here), 2-D Gaussian by dblquad.
     opts = dict(epsabs=1e-12, epsrel=1e-12)
     for mix, pts in [(MIX1, [-2.0, 0.5, 3.0]), (GaussianMixture([1.0], [[0.3]], [0.9]), [0.3])]:
-        total, _ = integrate.quad(lambda x: np.exp(mix.log_prob([x])), -20, 20, points=pts, **opts)
+        total, _ = integrate.quad(lambda x, m=mix: np.exp(m.log_prob([x])), -20, 20, points=pts, **opts)
         assert abs(total - 1.0) < 1e-9
     total, _ = integrate.quad(lambda x: np.exp(GaussianData(0.7, 1).log_prob([x])), -20, 20, **opts)
     assert abs(total - 1.0) < 1e-9
-    # 2-D: the trapezoid rule on a grid converges geometrically for smooth, decaying
-    # integrands: error ~ exp(-2π² s_min²/h²) ~ e^-1100 here (h = 0.04, s_min = 0.3).
+    gauss2 = GaussianData(0.7, 2)
+    total, _ = integrate.dblquad(lambda y, x: np.exp(gauss2.log_prob([x, y])), -10, 10, -10, 10, epsabs=1e-10)
+    assert abs(total - 1.0) < 1e-9
+    # 2-D mixture (dblquad takes seconds on it): the trapezoid rule converges geometrically
+    # for smooth decaying integrands, error ~ exp(-2π² s_min²/h²) ~ e^-1100 (h = 0.04, s_min = 0.3).
     grid = np.linspace(-12, 12, 601)
     xy = np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1)
-    for dens in [MIX2, GaussianData(0.7, 2)]:
-        total = integrate.trapezoid(integrate.trapezoid(np.exp(dens.log_prob(xy)), grid), grid)
-        assert abs(total - 1.0) < 1e-12
+    total = integrate.trapezoid(integrate.trapezoid(np.exp(MIX2.log_prob(xy)), grid), grid)
+    assert abs(total - 1.0) < 1e-12
 
 
 @pytest.mark.parametrize("logsnr", [-4.0, 0.0, 4.0])
@@ -164,10 +164,7 @@ def _decimal_posterior(weights, means, stds, z, logsnr):
             )
             dens.append(Decimal(float(w)) * log_n.exp())
             posts.append(
-                [
-                    mj + alpha * sj / vj * (zj - alpha * mj)
-                    for zj, mj, sj, vj in zip(zd, mu, var, v, strict=True)
-                ]
+                [mj + alpha * sj / vj * (zj - alpha * mj) for zj, mj, sj, vj in zip(zd, mu, var, v, strict=True)]
             )
         total = sum(dens)
         xhat = [sum(d / total * p[j] for d, p in zip(dens, posts, strict=True)) for j in range(len(zd))]
@@ -220,9 +217,7 @@ def test_single_component_mixture_is_gaussian_data():
     for mix in [iso, diag]:
         for lam in [-50.0, -10.0, 0.0, 3.0, 50.0]:
             for method in ["log_prob_noisy", "denoise", "eps"]:
-                np.testing.assert_allclose(
-                    getattr(mix, method)(z, lam), getattr(GAUSS, method)(z, lam), rtol=1e-13
-                )
+                np.testing.assert_allclose(getattr(mix, method)(z, lam), getattr(GAUSS, method)(z, lam), rtol=1e-13)
 
 
 # --- the Bayes-optimal loss and the closed forms -----------------------------------------

@@ -57,7 +57,9 @@ def test_edm_precond_unit_variance_and_optimal_skip(sigma_data):
     np.testing.assert_allclose(c_noise, np.log(SIGMAS) / 4, rtol=1e-14)
     for sigma, c in zip(SIGMAS[::6], c_skip[::6], strict=True):
         best = optimize.minimize_scalar(
-            lambda k, s=sigma: (1 - k) ** 2 * sd2 + k**2 * s**2, bounds=(0, 1), method="bounded",
+            lambda k, s=sigma: (1 - k) ** 2 * sd2 + k**2 * s**2,
+            bounds=(0, 1),
+            method="bounded",
             options={"xatol": 1e-12},
         )
         assert abs(best.x - c) < 1e-6

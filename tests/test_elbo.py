@@ -145,7 +145,7 @@ def test_augmentation_form_reproduces_weighted_loss_by_sampling(weighting):
     assert stderr < 0.05 * expected  # the check has power
 
 
-@pytest.mark.parametrize("weighting", ["Sigmoid(2)", "Monotonic(EDM)", "Exponential(0.5)", "InDI"])
+@pytest.mark.parametrize("weighting", ["Monotonic(EDM)", "Exponential(0.5)", "InDI"])
 def test_augmentation_form_equals_weighted_loss_exactly(weighting):
     """Z(∫_0^1 p_w(t) L(t;x) dt + P(t=0) L(0;x)) − Z KL_prior = L_w, nested quad in t: 1e-8."""
     x, eps = _example(4, n=1)
@@ -197,7 +197,7 @@ def test_perturbed_data_elbo_for_gaussian_data(t):
     assert diffusion + mean_prior_kl == pytest.approx(mutual_info + marginal_kl, rel=1e-12)
 
     rng = np.random.default_rng(21)
-    n = 1000
+    n = 600
     xs = math.sqrt(DATA_VAR) * rng.standard_normal((n, DIM))
     noise = rng.standard_normal((n, 1, DIM))  # one fresh draw per example
     samples = np.array([R.truncated_kl(bayes_eps, x, t, schedule, e) for x, e in zip(xs, noise, strict=True)])

@@ -76,9 +76,7 @@ def test_equivalence_target_factor(x64, target, lam, sigma_data):
 @given(arrays=pair(), sigma_data=sigma_datas)
 def test_equivalence_eps_from_prediction(x64, target, arrays, sigma_data):
     prediction, z, lam = arrays
-    _check_linear(
-        E.eps_from_prediction, R.eps_from_prediction, target, prediction, z, lam, sigma_data, x64
-    )
+    _check_linear(E.eps_from_prediction, R.eps_from_prediction, target, prediction, z, lam, sigma_data, x64)
 
 
 @X64
@@ -86,9 +84,7 @@ def test_equivalence_eps_from_prediction(x64, target, arrays, sigma_data):
 @given(arrays=pair(), sigma_data=sigma_datas)
 def test_equivalence_prediction_from_eps(x64, target, arrays, sigma_data):
     eps_hat, z, lam = arrays
-    _check_linear(
-        E.prediction_from_eps, R.prediction_from_eps, target, eps_hat, z, lam, sigma_data, x64
-    )
+    _check_linear(E.prediction_from_eps, R.prediction_from_eps, target, eps_hat, z, lam, sigma_data, x64)
 
 
 @X64
@@ -97,4 +93,3 @@ def test_equivalence_prediction_from_eps(x64, target, arrays, sigma_data):
 def test_equivalence_target_value(x64, target, arrays, sigma_data):
     x, eps, lam = arrays
     _check_linear(E.target_value, R.target_value, target, x, eps, lam, sigma_data, x64)
-

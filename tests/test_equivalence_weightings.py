@@ -123,7 +123,16 @@ def test_equivalence_is_monotonic(eqx_w, ref_w):
 
 def test_equivalence_weightings_finite_gradients_float32():
     lam = np.linspace(-30, 30, 241).astype(np.float32)
-    for w in [E.ELBO(), E.EpsCosine(), E.EDM(), E.Exponential(), E.InDI(), E.MinSNR(), E.Sigmoid(), E.Monotonic(E.EDM())]:
+    for w in [
+        E.ELBO(),
+        E.EpsCosine(),
+        E.EDM(),
+        E.Exponential(),
+        E.InDI(),
+        E.MinSNR(),
+        E.Sigmoid(),
+        E.Monotonic(E.EDM()),
+    ]:
         values = jax.jit(jax.vmap(w))(lam)
         grads = jax.jit(jax.vmap(jax.grad(w)))(lam)
         assert np.all(np.isfinite(values)) and np.all(np.isfinite(grads)), type(w).__name__

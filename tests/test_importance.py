@@ -112,10 +112,7 @@ def test_estimator_variance_with_kinked_weighting():
     def split(f):
         return simpson(f, LO, kink) + simpson(f, kink, HI)
 
-    expected = (
-        0.25 * split(lambda x: w(x) ** 2 * m2(x) / density(x))
-        - (0.5 * split(lambda x: w(x) * m1(x))) ** 2
-    )
+    expected = 0.25 * split(lambda x: w(x) ** 2 * m2(x) / density(x)) - (0.5 * split(lambda x: w(x) * m1(x))) ** 2
     assert estimator_variance(w, density, m1, m2, LO, HI) == pytest.approx(expected, rel=1e-10)
 
 
@@ -127,9 +124,7 @@ def _trained_state(adaptive, seed=0, steps=20, batch=64):
     rng = np.random.default_rng(seed)
     state = adaptive.init()
     for _ in range(steps):
-        lam = rng.uniform(
-            adaptive.logsnr_min, 0.5 * (adaptive.logsnr_min + adaptive.logsnr_max), batch
-        )
+        lam = rng.uniform(adaptive.logsnr_min, 0.5 * (adaptive.logsnr_min + adaptive.logsnr_max), batch)
         state = adaptive.update(state, lam, rng.exponential(size=batch) * np.exp(-0.3 * lam))
     return state
 
@@ -263,12 +258,8 @@ def test_adaptive_targets_converge_to_their_bin_masses(target):
     a = Adaptive(LO, HI, n_bins=100, decay=0.999, target=target)
     state = _simulate(a, sampler, steps=3000)
     e = a.edges
-    mean_masses = np.array(
-        [integrate.quad(lambda x: W(x) * m1_(x), e[k], e[k + 1])[0] for k in range(a.n_bins)]
-    )
-    rms_masses = np.sqrt(
-        [integrate.quad(lambda x: W(x) ** 2 * m2_(x), e[k], e[k + 1])[0] for k in range(a.n_bins)]
-    )
+    mean_masses = np.array([integrate.quad(lambda x: W(x) * m1_(x), e[k], e[k + 1])[0] for k in range(a.n_bins)])
+    rms_masses = np.sqrt([integrate.quad(lambda x: W(x) ** 2 * m2_(x), e[k], e[k + 1])[0] for k in range(a.n_bins)])
     own, other = (mean_masses, rms_masses) if target == "mean" else (rms_masses, mean_masses)
     learned = (a.bin_masses(state) - a.uniform_weight / a.n_bins) / (1.0 - a.uniform_weight)
     assert 0.5 * np.abs(learned - own / own.sum()).sum() < 0.012

@@ -57,9 +57,7 @@ def test_eps_loss_passes_logsnr_to_model(example):
     assert seen == [1.25]
 
 
-@pytest.mark.parametrize(
-    "schedule", [R.Cosine(-10.0, 10.0), R.DDPMLinear(), R.LinearLogSNR(-8.0, 12.0)], ids=type
-)
+@pytest.mark.parametrize("schedule", [R.Cosine(-10.0, 10.0), R.DDPMLinear(), R.LinearLogSNR(-8.0, 12.0)], ids=type)
 def test_vdm_continuous_loss_integrates_to_half_elbo_integral(example, schedule):
     """∫_0^1 ½(−λ')ℓ(λ_t) dt (quad in t) = ½∫ℓ dλ (quad in λ, the ELBO weighting): 1e-9."""
     x, eps = example
@@ -183,7 +181,9 @@ def test_prior_kl_at_high_logsnr_uses_plain_formula():
 def test_levels_to_unit_are_bin_centres():
     levels = np.arange(256)
     unit = R.levels_to_unit(levels)
-    np.testing.assert_allclose(unit[[0, 127, 128, 255]], [-1 + 1 / 256, -1 / 256, 1 / 256, 1 - 1 / 256], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        unit[[0, 127, 128, 255]], [-1 + 1 / 256, -1 / 256, 1 / 256, 1 - 1 / 256], rtol=0, atol=1e-15
+    )
     np.testing.assert_allclose(np.diff(unit), 2 / 256, rtol=1e-12)
 
 
@@ -199,7 +199,10 @@ def test_reconstruction_matches_discretised_gaussian_and_normalises(lam, vocab_s
     expected = -(log_lik - special.logsumexp(log_lik))
     # Level k with the noise that lands on the same z₀: ε_k = (z₀ − α c_k)/σ.
     nll = np.array(
-        [R.reconstruction_nll(np.array([k]), lam, np.array([(z0 - alpha * c) / sigma]), vocab_size) for k, c in enumerate(centres)]
+        [
+            R.reconstruction_nll(np.array([k]), lam, np.array([(z0 - alpha * c) / sigma]), vocab_size)
+            for k, c in enumerate(centres)
+        ]
     )
     np.testing.assert_allclose(nll, expected, rtol=1e-9, atol=1e-12)
     assert math.fsum(np.exp(-nll)) == pytest.approx(1.0, abs=1e-12)

@@ -27,7 +27,7 @@ from eqx_impl.models import (
 )
 
 TARGET = pytest.mark.parametrize("target", R.TARGETS)
-KEY = jax.random.key(0)
+KEY = jax.random.key(0, impl="rbg")  # cheaper to compile than threefry, per layer shape
 
 
 def f64(x):
@@ -209,9 +209,7 @@ def np_conv(conv, x):
 
 def np_embedding(embedding, lam):
     half = embedding.num_features // 2
-    periods = embedding.min_period * (embedding.max_period / embedding.min_period) ** (
-        np.arange(half) / (half - 1)
-    )
+    periods = embedding.min_period * (embedding.max_period / embedding.min_period) ** (np.arange(half) / (half - 1))
     features = np.concatenate([np.sin(2 * np.pi * lam / periods), np.cos(2 * np.pi * lam / periods)])
     return np_linear(embedding.linear2, silu(np_linear(embedding.linear1, features)))
 
@@ -279,15 +277,23 @@ def np_mlp(net, z, lam):
     return np_linear(net.output, h)
 
 
-def perturbed(model, seed=0, scale=0.1):
-    """Add noise to every float leaf, so zero-initialised biases and unit norms are exercised."""
-    leaves, treedef = jax.tree.flatten(eqx.filter(model, eqx.is_inexact_array))
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    noisy = [
-        leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype)
-        for leaf, k in zip(leaves, keys, strict=True)
-    ]
-    return eqx.combine(jax.tree.unflatten(treedef, noisy), model)
+def random_model(cls, *args, seed=0, scale=0.2, **kwargs):
+    """`cls(*args, **kwargs)` with every float leaf drawn N(0, scale²) by NumPy.
+
+    Built by `eqx.filter_eval_shape`, so no JAX initialiser runs (each layer shape would cost
+    a compilation); random norms and biases exercise every parameter.
+    """
+    rng = np.random.default_rng(seed)
+    skeleton = eqx.filter_eval_shape(lambda: cls(*args, key=KEY, **kwargs))
+    return jax.tree.map(
+        lambda leaf: (
+            jnp.asarray(scale * rng.normal(size=leaf.shape), leaf.dtype)
+            if isinstance(leaf, jax.ShapeDtypeStruct)
+            else leaf
+        ),
+        skeleton,
+        is_leaf=lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct),
+    )
 
 
 def assert_close_to_scale(actual, expected, rtol):
@@ -296,15 +302,69 @@ def assert_close_to_scale(actual, expected, rtol):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * np.abs(expected).max())
 
 
+@eqx.filter_jit
+def apply(fn, *args):
+    """One jit for every module call in this file: eager JAX compiles each op per shape."""
+    return fn(*args)
+
+
+def resblocks(net):
+    return [b for level in net.down_blocks + net.up_blocks for b in level] + [
+        net.mid_block1,
+        net.mid_block2,
+    ]
+
+
+# A few networks, built once: every layer shape costs a compilation of its initialiser.
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return random_model(
+        MLP,
+        3,
+        width=16,
+        depth=2,
+        embed_dim=8,
+        num_features=6,
+        fourier_exponents=(0, 2),
+        zero_init_output=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def unet():
+    """Two levels (8×8 → 4×4), attention at level 1 and in the middle, Fourier features."""
+    return random_model(
+        UNet,
+        1,
+        channels=(8, 16),
+        num_res_blocks=1,
+        attention_levels=(1,),
+        num_heads=2,
+        groups=4,
+        fourier_exponents=(1, 3),
+        zero_init_output=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_unet():
+    """One level at 4×4, two groups: the cheapest U-Net to compile (gradients, dropout)."""
+    return random_model(UNet, 1, channels=(4,), groups=2, num_features=4, embed_dim=8)
+
+
 # --- embeddings ----------------------------------------------------------------------------
 
 
 def test_sinusoidal_embedding_formula():
-    for lam in (-30.0, -1.3, 0.0, 7.5, 30.0):
-        periods = np.geomspace(0.5, 300.0, 6)
-        expected = np.concatenate([np.sin(2 * np.pi * lam / periods), np.cos(2 * np.pi * lam / periods)])
-        actual = sinusoidal_embedding(jnp.float32(lam), 12, 0.5, 300.0)
-        np.testing.assert_allclose(f64(actual), expected, atol=2e-5)  # phases up to ~380 rad
+    lam = np.array([-30.0, -1.3, 0.0, 7.5, 30.0])
+    periods = np.geomspace(0.5, 300.0, 6)
+    phase = 2 * np.pi * lam[:, None] / periods
+    expected = np.concatenate([np.sin(phase), np.cos(phase)], axis=1)
+    embed = jax.vmap(lambda v: sinusoidal_embedding(v, 12, 0.5, 300.0))
+    actual = embed(jnp.asarray(lam, jnp.float32))
+    np.testing.assert_allclose(f64(actual), expected, atol=2e-5)  # phases up to ~380 rad
 
 
 def test_fourier_features_formula():
@@ -317,160 +377,170 @@ def test_fourier_features_formula():
     np.testing.assert_allclose(f64(actual), np_fourier(z, (0, 3, 7)), atol=5e-5)  # |phase| ≤ 403
 
 
-def test_noise_embedding_value():
-    emb = perturbed(NoiseEmbedding(8, 12, key=KEY, min_period=1.0, max_period=100.0))
+def test_noise_embedding_value(mlp):
+    assert isinstance(mlp.embedding, NoiseEmbedding)
     for lam in (-30.0, 0.4, 30.0):
-        assert_close_to_scale(emb(jnp.float32(lam)), np_embedding(emb, lam), 1e-5)
+        actual = apply(mlp.embedding, jnp.float32(lam))
+        assert_close_to_scale(actual, np_embedding(mlp.embedding, lam), 1e-5)
 
 
 # --- MLP -----------------------------------------------------------------------------------
 
 
-def test_mlp_values_and_batching():
-    net = perturbed(MLP(3, key=KEY, width=16, depth=2, embed_dim=8, num_features=6, fourier_exponents=(0, 2)))
+def test_mlp_values_and_batching(mlp):
     rng = np.random.default_rng(8)
     z, lam = rng.normal(size=(5, 3)), np.array([-30.0, -3.0, 0.0, 4.0, 30.0])
-    batched = jax.vmap(net)(jnp.asarray(z, jnp.float32), jnp.asarray(lam, jnp.float32))
+    batched = apply(jax.vmap(mlp), jnp.asarray(z, jnp.float32), jnp.asarray(lam, jnp.float32))
     for i in range(5):
-        expected = np_mlp(net, z[i], lam[i])
-        assert_close_to_scale(batched[i], expected, 1e-5)
-        single = net(jnp.asarray(z[i], jnp.float32), jnp.float32(lam[i]))
+        assert_close_to_scale(batched[i], np_mlp(mlp, z[i], lam[i]), 1e-5)
+        single = apply(mlp, jnp.asarray(z[i], jnp.float32), jnp.float32(lam[i]))
         np.testing.assert_allclose(f64(batched[i]), f64(single), rtol=1e-6, atol=1e-6)
 
 
-def test_mlp_rejects_a_batch():
-    net = MLP(3, key=KEY, width=8, depth=1)
+def test_mlp_rejects_a_batch(mlp):
     with pytest.raises(ValueError, match="jax.vmap"):
-        net(jnp.zeros((4, 3), jnp.float32), jnp.float32(0.0))
+        mlp(jnp.zeros((4, 3), jnp.float32), jnp.float32(0.0))
 
 
-def test_mlp_parameter_count_by_hand():
-    net = MLP(2, key=KEY, width=4, depth=2, embed_dim=3, num_features=4)
-    embedding = (4 * 3 + 3) + (3 * 3 + 3)  # features → embed_dim → embed_dim
-    layers = (2 * 4 + 4) + (4 * 4 + 4)  # 2 → 4 → 4
-    conditioning = 2 * (3 * 4 + 4)  # embed_dim → width, per layer
-    output = 4 * 2 + 2
-    assert count_params(net) == embedding + layers + conditioning + output == 101
+def test_mlp_parameter_count_by_hand(mlp):
+    embedding = (6 * 8 + 8) + (8 * 8 + 8)  # 6 features → embed_dim 8 → 8
+    layers = (15 * 16 + 16) + (16 * 16 + 16)  # input 3·(1 + 2·2 Fourier) = 15 → 16 → 16
+    conditioning = 2 * (8 * 16 + 16)  # embed_dim → width, per layer
+    output = 16 * 3 + 3
+    assert count_params(mlp) == embedding + layers + conditioning + output == 995
+
+
+def test_zero_init_output_predicts_zero():
+    """The real initialisers: a zero output layer, so an untrained network predicts 0."""
+    mlp = MLP(2, key=KEY, width=4, depth=1, embed_dim=4, num_features=4)
+    assert np.all(f64(apply(mlp, jnp.ones(2, jnp.float32), jnp.float32(2.0))) == 0.0)
+    unet = UNet(1, key=KEY, channels=(2,), groups=1, num_features=2, embed_dim=2)
+    out = apply(unet, jnp.ones((1, 4, 4), jnp.float32), jnp.float32(2.0))
+    assert out.shape == (1, 4, 4) and np.all(f64(out) == 0.0)
+    assert np.any(f64(mlp.layers[0].weight) != 0) and np.any(f64(unet.conv_in.weight) != 0)
 
 
 # --- U-Net components ----------------------------------------------------------------------
 
 
-def test_resblock_value():
-    block = perturbed(ResBlock(8, 12, 6, key=KEY, groups=4))
+def test_resblock_value(unet):
+    block = unet.up_blocks[0][1]  # 16 + 8 skip channels → 16: has the 1×1 skip convolution
+    assert isinstance(block, ResBlock) and block.skip is not None
     rng = np.random.default_rng(9)
-    x, emb = rng.normal(size=(8, 5, 6)), rng.normal(size=6)
-    actual = block(jnp.asarray(x, jnp.float32), jnp.asarray(emb, jnp.float32))
+    x, emb = rng.normal(size=(24, 4, 4)), rng.normal(size=32)
+    actual = apply(block, jnp.asarray(x, jnp.float32), jnp.asarray(emb, jnp.float32))
     assert_close_to_scale(actual, np_resblock(block, x, emb), 1e-4)
 
 
-@pytest.mark.parametrize("num_heads", [1, 2])
-def test_self_attention_value(num_heads):
-    attn = perturbed(SelfAttention(8, key=KEY, num_heads=num_heads, groups=2))
-    x = np.random.default_rng(10).normal(size=(8, 4, 3))
-    actual = attn(jnp.asarray(x, jnp.float32))
+def test_self_attention_value(unet):
+    attn = unet.mid_attention
+    assert isinstance(attn, SelfAttention) and attn.num_heads == 2
+    x = np.random.default_rng(10).normal(size=(16, 4, 4))
+    actual = apply(attn, jnp.asarray(x, jnp.float32))
     assert_close_to_scale(actual, np_attention(attn, x), 1e-4)
 
 
 # --- U-Net ---------------------------------------------------------------------------------
 
 
-def test_unet_values_match_numpy():
-    net = UNet(
-        1,
-        key=KEY,
-        channels=(8, 16),
-        num_res_blocks=1,
-        attention_levels=(1,),
-        num_heads=2,
-        groups=4,
-        fourier_exponents=(1, 3),
-        zero_init_output=False,
-    )
-    net = perturbed(net)
+def test_unet_values_match_numpy(unet):
     z = np.random.default_rng(11).normal(size=(1, 8, 8))
     for lam in (-30.0, 2.0, 30.0):
-        actual = net(jnp.asarray(z, jnp.float32), jnp.float32(lam))
-        assert_close_to_scale(actual, np_unet(net, z, lam), 1e-4)
+        actual = apply(unet, jnp.asarray(z, jnp.float32), jnp.float32(lam))
+        assert_close_to_scale(actual, np_unet(unet, z, lam), 1e-4)
 
 
-def test_unet_parameter_count_by_hand():
-    net = UNet(1, key=KEY, channels=(8,), num_res_blocks=1, groups=4, num_features=8, embed_dim=16)
+def test_unet_parameter_count_by_hand(unet):
+    e = 4 * 8  # embed_dim = 4·channels[0]
 
-    def resblock(c_in, c_out, e=16):
+    def resblock(c_in, c_out):
         skip = 0 if c_in == c_out else c_in * c_out + c_out
-        return 2 * c_in + (9 * c_in * c_out + c_out) + (e * c_out + c_out) + 2 * c_out + (
-            9 * c_out * c_out + c_out
-        ) + skip
+        norms = 2 * c_in + 2 * c_out
+        convs = (9 * c_in * c_out + c_out) + (9 * c_out * c_out + c_out)
+        return norms + convs + (e * c_out + c_out) + skip
 
-    embedding = (8 * 16 + 16) + (16 * 16 + 16)
-    conv_in = 9 * 1 * 8 + 8
-    down = resblock(8, 8)  # one level, one block, no downsampling
-    attention = 2 * 8 + (8 * 24 + 24) + (8 * 8 + 8)
-    mid = 2 * resblock(8, 8) + attention
-    up = 2 * resblock(16, 8)  # num_res_blocks + 1 blocks, each on [h, skip]
-    out = 2 * 8 + (9 * 8 * 1 + 1)
-    assert resblock(8, 8) == 1336 and resblock(16, 8) == 2064
-    assert count_params(net) == embedding + conv_in + down + mid + up + out == 9025
+    def attention(c):
+        return 2 * c + (c * 3 * c + 3 * c) + (c * c + c)
 
+    def conv3(c_in, c_out):
+        return 9 * c_in * c_out + c_out
 
-@pytest.mark.parametrize(
-    ("shape", "channels"), [((1, 8, 8), (16, 32)), ((3, 32, 32), (16, 32, 32))], ids=["digits", "cifar"]
-)
-def test_unet_zero_init_is_the_conversion_of_zero(shape, channels):
-    """Zero output conv ⇒ prediction 0 ⇒ ε̂ = eps_from_prediction(0); attention at one level."""
-    net = UNet(shape[0], key=KEY, channels=channels, attention_levels=(1,), fourier_exponents=(7, 8))
-    z = np.random.default_rng(12).normal(size=shape)
-    zj = jnp.asarray(z, jnp.float32)
-    prediction = net(zj, jnp.float32(1.0))
-    assert prediction.shape == shape and np.all(f64(prediction) == 0.0)
-    for target in R.TARGETS:
-        model = EpsModel(net, target)
-        for lam in (-30.0, 0.0, 30.0):
-            expected = R.eps_from_prediction(target, np.zeros(shape), f64(zj), lam)
-            actual = model(zj, jnp.float32(lam))
-            np.testing.assert_allclose(f64(actual), expected, rtol=1e-5, atol=1e-30)
+    embedding = (8 * e + e) + (e * e + e)  # num_features = channels[0] = 8
+    conv_in = conv3(1 * (1 + 2 * 2), 8)  # z and 2 Fourier exponents × (sin, cos)
+    # skips: conv_in 8, level-0 block 8, downsample 8, level-1 block 16
+    down = resblock(8, 8) + conv3(8, 8) + resblock(8, 16) + attention(16)
+    mid = 2 * resblock(16, 16) + attention(16)
+    up = resblock(16 + 16, 16) + resblock(16 + 8, 16) + 2 * attention(16) + conv3(16, 16)
+    up += resblock(16 + 8, 8) + resblock(8 + 8, 8)
+    out = 2 * 8 + conv3(8, 1)
+    assert count_params(unet) == embedding + conv_in + down + mid + up + out == 45_257
 
 
-def test_unet_batch_independence_and_jit():
-    net = perturbed(UNet(1, key=KEY, channels=(8, 16), groups=4, zero_init_output=False))
-    model = EpsModel(net, "v")
-    rng = np.random.default_rng(13)
-    z = jnp.asarray(rng.normal(size=(3, 1, 8, 8)), jnp.float32)
-    lam = jnp.asarray([-30.0, 0.5, 30.0], jnp.float32)
-    batched = eqx.filter_jit(jax.vmap(model))(z, lam)
+def test_unet_zero_init_on_digits_is_the_conversion_of_zero(unet):
+    """Zero output conv ⇒ prediction 0 ⇒ ε̂ = eps_from_prediction(0) (here for "F", with c_in)."""
+    zero_out = eqx.tree_at(
+        lambda m: (m.conv_out.weight, m.conv_out.bias),
+        unet,
+        (jnp.zeros_like(unet.conv_out.weight), jnp.zeros_like(unet.conv_out.bias)),
+    )
+    z = jnp.asarray(np.random.default_rng(12).normal(size=(1, 8, 8)), jnp.float32)
+    lam = jnp.asarray([-30.0, 0.0, 30.0], jnp.float32)
+    assert np.all(f64(apply(zero_out, z, lam[1])) == 0.0)
+    actual = apply(jax.vmap(EpsModel(zero_out, "F"), in_axes=(None, 0)), z, lam)
     for i in range(3):
-        single = model(z[i], lam[i])
-        np.testing.assert_allclose(f64(batched[i]), f64(single), rtol=1e-5, atol=1e-5)
-    # changing one example leaves the others' outputs unchanged
-    other = eqx.filter_jit(jax.vmap(model))(z.at[0].set(5.0), lam)
+        expected = R.eps_from_prediction("F", np.zeros((1, 8, 8)), f64(z), float(lam[i]))
+        np.testing.assert_allclose(f64(actual[i]), expected, rtol=1e-5, atol=1e-30)
+
+
+def test_unet_on_cifar_shape_with_attention():
+    """(3, 32, 32), three levels, attention at 16×16 (256 tokens): values against NumPy."""
+    net = random_model(UNet, 3, channels=(8, 16, 16), attention_levels=(1,), groups=4)
+    z = np.random.default_rng(13).normal(size=(3, 32, 32))
+    actual = apply(net, jnp.asarray(z, jnp.float32), jnp.float32(-2.0))
+    assert_close_to_scale(actual, np_unet(net, z, -2.0), 1e-4)
+
+
+def test_unet_batch_independence(unet):
+    """jax.vmap over a batch equals the per-example computation (NumPy, one at a time)."""
+    model = EpsModel(unet, "v")
+    rng = np.random.default_rng(14)
+    z = rng.normal(size=(3, 1, 8, 8))
+    lam = np.array([-30.0, 0.5, 30.0])
+    batched = apply(jax.vmap(model), jnp.asarray(z, jnp.float32), jnp.asarray(lam, jnp.float32))
+    for i in range(3):
+        prediction = np_unet(unet, z[i], lam[i])
+        expected = R.eps_from_prediction("v", prediction, z[i], lam[i])
+        scale = _term_scale(R.eps_from_prediction, "v", prediction, z[i], lam[i])
+        np.testing.assert_allclose(f64(batched[i]), expected, rtol=0, atol=1e-4 * scale.max())
+    # changing one example leaves the others' outputs bitwise unchanged
+    z_other = jnp.asarray(z, jnp.float32).at[0].set(5.0)
+    other = apply(jax.vmap(model), z_other, jnp.asarray(lam, jnp.float32))
     np.testing.assert_array_equal(f64(other[1:]), f64(batched[1:]))
     assert not np.allclose(f64(other[0]), f64(batched[0]))
 
 
-def test_unet_rejects_bad_shapes():
-    net = UNet(1, key=KEY, channels=(8, 16), groups=4)
+def test_unet_rejects_bad_shapes(unet):
     with pytest.raises(ValueError, match="jax.vmap"):
-        net(jnp.zeros((2, 1, 8, 8), jnp.float32), jnp.float32(0.0))
+        unet(jnp.zeros((2, 1, 8, 8), jnp.float32), jnp.float32(0.0))
     with pytest.raises(ValueError, match="divisible by 2"):
-        net(jnp.zeros((1, 7, 8), jnp.float32), jnp.float32(0.0))
+        unet(jnp.zeros((1, 7, 8), jnp.float32), jnp.float32(0.0))
     with pytest.raises(ValueError, match="groups"):
         UNet(1, key=KEY, channels=(12,), groups=8)
+    with pytest.raises(ValueError, match="attention_levels"):
+        UNet(1, key=KEY, channels=(8,), groups=4, attention_levels=(1,))
 
 
-def test_unet_dropout():
-    """Dropout is active with a key and off in inference mode (then equal to dropout=0)."""
-
-    def make(dropout):
-        return perturbed(
-            UNet(1, key=KEY, channels=(8,), groups=4, dropout=dropout, zero_init_output=False)
-        )
-
-    net = make(0.5)
-    z, lam = jnp.ones((1, 8, 8), jnp.float32), jnp.float32(0.0)
-    train = net(z, lam, key=jax.random.key(1))
-    evaluation = eqx.nn.inference_mode(net)(z, lam)
-    np.testing.assert_array_equal(f64(evaluation), f64(make(0.0)(z, lam)))
+def test_unet_dropout(tiny_unet):
+    """Dropout is active with a key and off in inference mode (then equal to no dropout)."""
+    blocks = resblocks(tiny_unet)
+    with_dropout = eqx.tree_at(
+        lambda m: [b.dropout for b in resblocks(m)], tiny_unet, [eqx.nn.Dropout(0.5)] * len(blocks)
+    )
+    z, lam = jnp.ones((1, 4, 4), jnp.float32), jnp.float32(0.0)
+    train = apply(lambda m, z, lam, k: m(z, lam, key=k), with_dropout, z, lam, jax.random.key(1))
+    evaluation = apply(eqx.nn.inference_mode(with_dropout), z, lam)
+    without = apply(tiny_unet, z, lam)
+    np.testing.assert_allclose(f64(evaluation), f64(without), rtol=1e-6, atol=1e-6)
     assert not np.allclose(f64(train), f64(evaluation))
 
 
@@ -498,39 +568,42 @@ def test_eps_model_input_scaling_is_edm_c_in():
 
 
 @TARGET
-def test_eps_model_matches_conversion_of_network_output(target):
-    net = perturbed(MLP(4, key=KEY, width=16, depth=2, zero_init_output=False))
-    model = EpsModel(net, target, sigma_data=0.7)
-    z = np.random.default_rng(14).normal(size=4)
-    for lam in (-30.0, -1.0, 30.0):
-        z_in = z / np.sqrt(1 / (1 + np.exp(lam)) + 0.49 / (1 + np.exp(-lam))) if target == "F" else z
-        prediction = np_mlp(net, z_in, lam)
-        expected = R.eps_from_prediction(target, prediction, z, lam, 0.7)
-        actual = model(jnp.asarray(z, jnp.float32), jnp.float32(lam))
-        scale = _term_scale(R.eps_from_prediction, target, prediction, z, lam, 0.7)
-        np.testing.assert_allclose(f64(actual), expected, rtol=0, atol=1e-4 * scale.max())
+def test_eps_model_matches_conversion_of_network_output(mlp, target):
+    model = EpsModel(mlp, target, sigma_data=0.7)
+    z = np.random.default_rng(15).normal(size=3)
+    lam = np.array([-30.0, -1.0, 30.0])
+    actual = apply(jax.vmap(model, in_axes=(None, 0)), jnp.asarray(z, jnp.float32), lam.astype(np.float32))
+    for i, lam_i in enumerate(lam):
+        d = 1 / (1 + np.exp(lam_i)) + 0.49 / (1 + np.exp(-lam_i))  # σ² + σ_d²α²
+        z_in = z / np.sqrt(d) if target == "F" else z
+        prediction = np_mlp(mlp, z_in, lam_i)
+        expected = R.eps_from_prediction(target, prediction, z, lam_i, 0.7)
+        scale = _term_scale(R.eps_from_prediction, target, prediction, z, lam_i, 0.7)
+        np.testing.assert_allclose(f64(actual[i]), expected, rtol=0, atol=1e-4 * scale.max())
 
 
-@TARGET
-def test_gradients_finite_at_extreme_logsnr(target):
-    """‖ε − ε̂‖² at λ = ±30, float32: loss and every parameter gradient finite (MLP and U-Net)."""
-    mlp = perturbed(MLP(4, key=KEY, width=16, depth=2, zero_init_output=False))
-    unet = perturbed(UNet(1, key=KEY, channels=(8,), groups=4, zero_init_output=False))
-    for net, shape in ((mlp, (4,)), (unet, (1, 4, 4))):
-        model = EpsModel(net, target)
-        z = jnp.ones((2, *shape), jnp.float32) * jnp.asarray([-1.0, 1.0], jnp.float32).reshape(
-            (2,) + (1,) * len(shape)
-        )
-        eps = jnp.full((2, *shape), 0.5, jnp.float32)
-        lam = jnp.asarray([-30.0, 30.0], jnp.float32)
+def _loss(model, z, eps, lam):
+    return jnp.sum((eps - jax.vmap(model)(z, lam)) ** 2)
 
-        @eqx.filter_value_and_grad
-        def loss(model, z=z, eps=eps, lam=lam):
-            return jnp.sum((eps - jax.vmap(model)(z, lam)) ** 2)
 
-        value, grads = eqx.filter_jit(loss)(model)
-        assert np.isfinite(value)
-        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+def test_gradients_finite_at_extreme_logsnr(mlp, tiny_unet):
+    """‖ε − ε̂‖² at λ = ±30 in float32: loss and every parameter gradient finite.
+
+    MLP: all five targets; U-Net: "x", whose conversion amplifies by 1/σ = e^15 at λ = 30.
+    """
+    lam = jnp.asarray([-30.0, 30.0], jnp.float32)
+    grad = eqx.filter_value_and_grad(_loss)
+
+    def check(value, grads):
+        assert np.isfinite(float(value))
+        assert all(np.all(np.isfinite(f64(g))) for g in jax.tree.leaves(grads))
+
+    z = jnp.asarray([[-1.0, 0.5, 2.0], [1.0, -0.5, 0.0]], jnp.float32)
+    results = apply(lambda net: [grad(EpsModel(net, t), z, 0.5 * z, lam) for t in R.TARGETS], mlp)
+    for value, grads in results:
+        check(value, grads)
+    z = jnp.stack([-jnp.ones((1, 4, 4), jnp.float32), jnp.ones((1, 4, 4), jnp.float32)])
+    check(*apply(lambda net: grad(EpsModel(net, "x"), z, 0.5 * z, lam), tiny_unet))
 
 
 def test_eps_model_validates():

@@ -121,7 +121,7 @@ def test_heun_deterministic_samples_mixture():
     rng = np.random.default_rng(0)
     x0 = 80.0 * rng.standard_normal(N_SAMPLES)
     out = R.heun_sampler(gmm_D, x0, R.edm_sigmas(64))
-    assert stats.kstest(out, gmm_cdf_vp, args=(None,)).pvalue > 0.01  # measured 0.21
+    assert stats.kstest(out, gmm_cdf_vp, args=(None,)).pvalue > 0.01  # measured 0.32
     assert abs(out.mean() - GMM_MEAN) < 4 * math.sqrt(GMM_VAR / N_SAMPLES)
 
 
@@ -135,10 +135,8 @@ def test_stochastic_heun_samples_mixture():
     """EDM Alg. 2 with churn (S_noise = 1, so no deliberate variance inflation)."""
     rng = np.random.default_rng(0)
     x0 = 80.0 * rng.standard_normal(N_SAMPLES)
-    out = R.heun_sampler(
-        gmm_D, x0, R.edm_sigmas(128), S_churn=40.0, S_min=0.05, S_max=50.0, rng=rng
-    )
-    assert stats.kstest(out, gmm_cdf_vp, args=(None,)).pvalue > 0.01  # measured 0.50
+    out = R.heun_sampler(gmm_D, x0, R.edm_sigmas(128), S_churn=40.0, S_min=0.05, S_max=50.0, rng=rng)
+    assert stats.kstest(out, gmm_cdf_vp, args=(None,)).pvalue > 0.01  # measured 0.35
     assert abs(out.mean() - GMM_MEAN) < 4 * math.sqrt(GMM_VAR / N_SAMPLES)
     se_var = math.sqrt((_mixture_fourth_central_moment() - GMM_VAR**2) / N_SAMPLES)
     assert abs(out.var() - GMM_VAR) < 4 * se_var
@@ -334,7 +332,7 @@ def test_heun_rejects_increasing_sigmas():
 
 
 def test_heun_rejects_negative_churn():
-    with pytest.raises(ValueError, match="S_churn and S_noise must be >= 0"):
+    with pytest.raises(ValueError, match="S_churn must be finite and >= 0"):
         R.heun_sampler(gauss_D, np.ones(3), R.edm_sigmas(4), S_churn=-1.0)
 
 
@@ -367,4 +365,4 @@ def test_eqx_samplers_check_concrete_steps_and_noise():
     with pytest.raises(ValueError, match="pass noise="):
         E.heun_sampler(lambda x, s: x, x, E.edm_sigmas(3), S_churn=5.0)
     with pytest.raises(ValueError, match=r"needs \(3, 3\)"):
-        E.ancestral_sampler(lambda z, lam: z, x, jnp.asarray([-1.0, 0.0, 1.0, 2.0]), noise=jnp.ones((3, 2)))
+        E.ancestral_sampler(lambda z, lam: z, x, jnp.asarray([-1.0, 0.0, 1.0, 2.0]), noise=jnp.ones((2, 3)))

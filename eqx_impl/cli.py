@@ -1,0 +1,277 @@
+"""Command line: `weighted-elbo` (or `python -m eqx_impl`) with subcommands
+
+    train     train from a YAML/JSON config (+ --set overrides); writes a run directory
+    sample    draw samples from a run's checkpoint and write a PNG
+    evaluate  compute metrics (bpd, fd, gmm_nll, ...) of a run's checkpoint
+    plot      redraw the loss curve and the proposal plot of a run
+
+Examples:
+
+    weighted-elbo train --config configs/digits.yaml
+    weighted-elbo train --config configs/gmm.yaml --set train.steps=2000 \\
+        objective.weighting=sigmoid objective.weighting_args.bias=3
+    weighted-elbo sample --run-dir runs/digits --num 100 --sampler heun --steps 32
+    weighted-elbo evaluate --run-dir runs/digits --metrics bpd,fd
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "parser"]
+
+_EPILOG = "Errors in the config, checkpoints or the pre-flight check exit with status 2."
+
+
+def _add_overrides(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        nargs="+",
+        action="extend",
+        default=[],
+        help=f"override {what} (values read as YAML), e.g. train.steps=2000 "
+        "objective.weighting=sigmoid objective.weighting_args.bias=3",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    """**Returns:** the argument parser of `weighted-elbo`."""
+    top = argparse.ArgumentParser(
+        prog="weighted-elbo",
+        description="Train and evaluate diffusion models with weighted-ELBO objectives (Kingma & Gao 2023).",
+        epilog=_EPILOG,
+    )
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "train",
+        help="train a model from a config",
+        description="Train a model "
+        "from a YAML/JSON config and write its run directory (config.yaml, "
+        "metrics.jsonl, checkpoints/, loss_curve.png, samples.png, eval.json).",
+    )
+    p.add_argument("--config", type=Path, help="YAML or JSON config file (default: built-in defaults)")
+    _add_overrides(p, "config entries")
+    p.add_argument("--run-dir", type=Path, help="output directory (default: train.run_dir)")
+    p.add_argument(
+        "--no-preflight", action="store_true", help="skip the eqx-vs-reference check of the objective before training"
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start at step 0 even if the run directory has checkpoints (they are replaced)",
+    )
+    p.add_argument("--no-eval", action="store_true", help="skip sampling and evaluation at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--stop-after", type=int, metavar="STEPS", help="stop with a checkpoint after this many steps (resume later)"
+    )
+
+    p = sub.add_parser(
+        "sample",
+        help="draw samples from a trained run",
+        description="Draw samples from a run's checkpoint (EMA weights) and save a "
+        "PNG grid (images) or scatter plot (2-D data).",
+    )
+    _add_run_args(p)
+    p.add_argument("--num", type=int, help="number of samples (default: eval.num_samples)")
+    p.add_argument("--sampler", help="heun, euler, stochastic, ancestral or ddim (default: eval.sampler)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: eval.sampling_steps)")
+    p.add_argument("--seed", type=int, help="sampling seed (default: eval.seed)")
+    p.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples.png)")
+    p.add_argument("--npy", type=Path, help="also save the samples as a .npy array")
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained run",
+        description="Compute metrics of a run's checkpoint (EMA weights): bpd, fd, "
+        "gmm_nll, bayes_gap, sliced_wasserstein, mmd.",
+    )
+    _add_run_args(p)
+    p.add_argument("--metrics", help="comma-separated metrics (default: eval.metrics)")
+    _add_overrides(p, "eval.* settings of the run's config")
+    p.add_argument("--out", type=Path, help="JSON path (default: RUN_DIR/evaluation.json)")
+
+    p = sub.add_parser(
+        "plot",
+        help="plot a run's loss curve and proposal",
+        description="Write loss_curve.png (from metrics.jsonl) and proposal.png "
+        "(weighting vs the proposal density at the newest checkpoint).",
+    )
+    p.add_argument("--run-dir", type=Path, required=True, help="a run directory written by train")
+    p.add_argument("--out-dir", type=Path, help="where to write the PNGs (default: RUN_DIR)")
+    return top
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", type=Path, required=True, help="a run directory written by train")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint file (default: the newest usable one)")
+    p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _format_metrics(values: dict) -> str:
+    parts = []
+    for k, v in values.items():
+        parts.append(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}")
+    return ", ".join(parts)
+
+
+def _cmd_train(args) -> int:
+    from eqx_impl.train import load_config, train
+
+    config = load_config(args.config, args.overrides)
+    t0 = time.perf_counter()
+    result = train(
+        config,
+        run_dir=args.run_dir,
+        resume=not args.no_resume,
+        preflight=False if args.no_preflight else None,
+        progress=not args.no_progress,
+        stop_after=args.stop_after,
+        evaluate=not args.no_eval,
+    )
+    tm = result.timings
+    step = int(result.state.step)
+    loss = result.rows[-1]["loss"] if result.rows else float("nan")
+    rate = tm.get("steps_per_sec", float("nan"))
+    print(f"run directory: {result.run_dir}")
+    print(f"step {step}: loss {loss:.5g}; {rate:.1f} steps/s after compilation")
+    ev = result.evaluation
+    if "bpd" in ev:
+        print(f"bpd (test, VDM bound): {ev['bpd']:.4f} ± {ev['bpd_stderr']:.4f}")
+    if "fd" in ev:
+        print(f"FD (classifier features, {ev.get('fd_num_samples')} samples vs test): {ev['fd']:.4f}")
+    others = {k: v for k, v in ev.items() if not k.startswith(("bpd", "fd", "nats", "recon", "prior", "diffusion"))}
+    if others:
+        print(_format_metrics(others))
+    if (result.run_dir / "samples.png").is_file() and not args.no_eval:
+        print(f"samples: {result.run_dir / 'samples.png'}")
+    print(f"wall time: {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    import numpy as np
+
+    from eqx_impl.train.evaluate import draw_samples, save_samples
+    from eqx_impl.train.rundir import load_run
+
+    setup, state, path = load_run(args.run_dir, checkpoint=args.checkpoint)
+    model = state.model if args.raw else state.ema
+    if args.sampler is not None:
+        from eqx_impl.train.config import SAMPLERS, ConfigError
+
+        if args.sampler not in SAMPLERS:
+            raise ConfigError(f"--sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}.")
+    samples = draw_samples(
+        setup.config,
+        model,
+        setup.dataset.shape,
+        num=args.num,
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    out = save_samples(samples, setup.dataset, args.out or Path(args.run_dir) / "samples.png")
+    if args.npy is not None:
+        args.npy.parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.npy, samples)
+    print(f"{len(samples)} samples from {path} (step {int(state.step)}) -> {out}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from eqx_impl.train.config import METRICS, ConfigError
+    from eqx_impl.train.evaluate import evaluate_model
+    from eqx_impl.train.files import atomic_write_text
+    from eqx_impl.train.rundir import load_run
+
+    bad = [o for o in args.overrides if not o.startswith("eval.")]
+    if bad:
+        raise ConfigError(f"evaluate --set only changes eval.* settings, got {bad[0]!r}.")
+    setup, state, path = load_run(args.run_dir, checkpoint=args.checkpoint, overrides=args.overrides)
+    metrics = None
+    if args.metrics:
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise ConfigError(f"--metrics: unknown metric {unknown[0]!r}; known: {', '.join(METRICS)}.")
+    if not (metrics or setup.config.eval.metrics):
+        raise ConfigError("No metrics to compute: pass --metrics (e.g. bpd,fd) or set eval.metrics.")
+    model = state.model if args.raw else state.ema
+    values = evaluate_model(
+        setup.config,
+        setup.dataset,
+        model,
+        setup.weighting,
+        setup.proposal,
+        state.proposal_state,
+        metrics=metrics,
+        progress=not args.no_progress,
+    )
+    out = args.out or Path(args.run_dir) / "evaluation.json"
+    record = {"checkpoint": str(path), "step": int(state.step), "ema": not args.raw, **values}
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    print(f"{path} (step {int(state.step)}): {_format_metrics(values)}")
+    print(f"written: {out}")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from eqx_impl.train import checkpoint as ckpt
+    from eqx_impl.train.loop import write_plots
+    from eqx_impl.train.progress import read_metrics
+    from eqx_impl.train.rundir import load_run, run_config
+
+    run_config(args.run_dir)  # a clear error if this is not a run directory
+    rows = read_metrics(Path(args.run_dir) / "metrics.jsonl")
+    out_dir = args.out_dir or Path(args.run_dir)
+    try:
+        setup, state, _ = load_run(args.run_dir)
+    except ckpt.CheckpointError as err:
+        print(f"no proposal plot: {err}", file=sys.stderr)
+        from eqx_impl.train.plots import plot_loss_curve
+
+        print(f"written: {plot_loss_curve(rows, out_dir / 'loss_curve.png')}")
+        return 0
+    for written in write_plots(out_dir, rows, setup, state.proposal_state):
+        print(f"written: {written}")
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "plot": _cmd_plot}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `weighted-elbo` with `argv` (default `sys.argv[1:]`).
+
+    **Returns:** the exit status (0 ok, 2 for configuration, checkpoint, pre-flight or
+    divergence errors, printed as one message without a traceback).
+    """
+    args = parser().parse_args(argv)
+    from eqx_impl.train.checkpoint import CheckpointError
+    from eqx_impl.train.config import ConfigError
+    from eqx_impl.train.loop import TrainingDiverged
+    from eqx_impl.train.preflight import PreflightError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except (ConfigError, CheckpointError, PreflightError, TrainingDiverged, FileNotFoundError) as err:
+        print(f"weighted-elbo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Training: configs, the jitted step, checkpoints, the pre-flight check and the loop.
+
+from eqx_impl.train import load_config, train
+result = train(load_config("configs/gmm.yaml", ["train.steps=2000"]))
+"""
+
+from eqx_impl.train.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    restore_latest,
+    save_checkpoint,
+)
+from eqx_impl.train.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
+from eqx_impl.train.loop import Setup, TrainingDiverged, TrainResult, build, train
+from eqx_impl.train.preflight import PreflightError, PreflightReport, run_preflight
+from eqx_impl.train.proposal import (
+    AbstractProposal,
+    AdaptiveProposal,
+    LearnedProposal,
+    ScheduleProposal,
+    make_proposal,
+)
+from eqx_impl.train.state import TrainState
+from eqx_impl.train.step import Trainer, batch_losses, run_steps, stratified_uniforms
+
+__all__ = [
+    "AbstractProposal",
+    "AdaptiveProposal",
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "LearnedProposal",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "OptimConfig",
+    "PreflightError",
+    "PreflightReport",
+    "ScheduleProposal",
+    "Setup",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "Trainer",
+    "TrainingDiverged",
+    "apply_overrides",
+    "batch_losses",
+    "build",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "list_checkpoints",
+    "load_checkpoint",
+    "make_proposal",
+    "restore_latest",
+    "run_preflight",
+    "run_steps",
+    "save_checkpoint",
+    "stratified_uniforms",
+    "train",
+]

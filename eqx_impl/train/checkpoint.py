@@ -1,0 +1,161 @@
+r"""Checkpoints of the full `TrainState` with Equinox serialisation (no pickle).
+
+File layout (`ckpt-<step:08d>.eqx`):
+
+    WELBO-CKPT\n
+    {"format": 1, "step": ..., "size": ..., "sha256": "..."}\n
+    <eqx.tree_serialise_leaves bytes>
+
+The header records the payload's length and SHA-256, so a truncated or corrupted file is
+recognised before any leaf is read, and the error names the file. Files are written
+atomically (temporary file + `os.replace`); the newest `keep` are kept. Resuming takes the
+newest checkpoint that loads and falls back to older ones, warning about each bad file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import warnings
+from pathlib import Path
+
+import equinox as eqx
+
+from eqx_impl.train.files import atomic_write_bytes
+
+__all__ = [
+    "CheckpointError",
+    "checkpoint_path",
+    "list_checkpoints",
+    "load_checkpoint",
+    "restore_latest",
+    "save_checkpoint",
+]
+
+MAGIC = b"WELBO-CKPT\n"
+FORMAT = 1
+_NAME = re.compile(r"^ckpt-(\d{8,})\.eqx$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and the reason."""
+
+
+def checkpoint_path(directory: str | Path, step: int) -> Path:
+    """**Returns:** `directory / f"ckpt-{step:08d}.eqx"`."""
+    return Path(directory) / f"ckpt-{int(step):08d}.eqx"
+
+
+def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """Checkpoint files in `directory`, oldest first (temporary files are ignored).
+
+    **Returns:** a list of `(step, path)`.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = _NAME.match(path.name)
+        if match and path.is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def save_checkpoint(directory: str | Path, state, *, keep: int = 3) -> Path:
+    """Serialise `state` (a `TrainState`) to `ckpt-<step>.eqx` atomically, then delete all but
+    the newest `keep` checkpoints.
+
+    **Returns:** the path written.
+    """
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, state)
+    payload = buffer.getvalue()
+    step = int(state.step)
+    header = {
+        "format": FORMAT,
+        "step": step,
+        "size": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    path = checkpoint_path(directory, step)
+    atomic_write_bytes(path, MAGIC + json.dumps(header).encode() + b"\n" + payload)
+    for _, old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _payload(path: Path) -> tuple[dict, bytes]:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"Cannot read checkpoint {str(path)!r}: {err}") from None
+    if not raw.startswith(MAGIC):
+        raise CheckpointError(
+            f"{str(path)!r} is not a checkpoint of this library (bad magic bytes); "
+            "it may be truncated to nothing or another kind of file."
+        )
+    head_end = raw.find(b"\n", len(MAGIC))
+    try:
+        header = json.loads(raw[len(MAGIC) : head_end])
+        size, digest = int(header["size"]), str(header["sha256"])
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"Checkpoint {str(path)!r} has a corrupt header.") from None
+    if head_end < 0 or header.get("format") != FORMAT:
+        raise CheckpointError(f"Checkpoint {str(path)!r} has format {header.get('format')!r}; expected {FORMAT}.")
+    payload = raw[head_end + 1 :]
+    if len(payload) != size:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} is truncated: its header promises {size} bytes of state, "
+            f"the file holds {len(payload)}. It was probably cut off by a crash or a full disk; "
+            "delete it to resume from the previous checkpoint."
+        )
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} is corrupt: its SHA-256 does not match the header. "
+            "Delete it to resume from the previous checkpoint."
+        )
+    return header, payload
+
+
+def load_checkpoint(path: str | Path, like):
+    """Read a checkpoint into the structure of `like` (a `TrainState` built from the same
+    config). Raises `CheckpointError` naming the file when it is missing, truncated,
+    corrupt, or holds a different model.
+
+    **Returns:** the restored `TrainState`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {str(path)!r} does not exist.")
+    _, payload = _payload(path)
+    try:
+        return eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
+    except Exception as err:  # shape/dtype mismatch, short leaf data
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} does not fit this configuration ({type(err).__name__}: "
+            f"{err}). Was it written with a different model, optimiser or schedule? Use the "
+            "run's own config.yaml, or a new run directory."
+        ) from None
+
+
+def restore_latest(directory: str | Path, like):
+    """Load the newest usable checkpoint in `directory`, falling back to older ones with a
+    warning for each file that fails. Raises `CheckpointError` if checkpoints exist but none
+    loads.
+
+    **Returns:** `(state, path)`, or `(None, None)` when there is no checkpoint.
+    """
+    found = list_checkpoints(directory)
+    errors = []
+    for _, path in reversed(found):
+        try:
+            return load_checkpoint(path, like), path
+        except CheckpointError as err:
+            errors.append(str(err))
+            warnings.warn(f"{err} Falling back to an older checkpoint.", stacklevel=2)
+    if errors:
+        raise CheckpointError("No usable checkpoint in " + repr(str(directory)) + ":\n  " + "\n  ".join(errors))
+    return None, None

@@ -1,0 +1,320 @@
+"""The training loop: build everything from a config, pre-flight, (resume,) train, checkpoint,
+log, plot, sample and evaluate. The run directory holds:
+
+    config.yaml        the resolved configuration (sigma_data and log-SNR interval filled in)
+    preflight.txt      the eqx-vs-reference report
+    metrics.jsonl      step, loss, loss_std, grad_norm, lr, steps_per_sec, elapsed_s per log
+    checkpoints/       ckpt-<step>.eqx, the newest `train.keep_checkpoints`
+    loss_curve.png     loss (and steps/s) against step
+    proposal.png       the weighting against the proposal density at the end
+    samples.png        samples of the EMA model (image grid, or scatter plot for 2-D data)
+    eval.json          evaluation metrics and timings
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import yaml
+
+from eqx_impl import data as data_lib
+from eqx_impl.train import checkpoint as ckpt
+from eqx_impl.train.config import Config, ConfigError, config_to_dict, dump_config
+from eqx_impl.train.evaluate import draw_samples, evaluate_model, save_samples
+from eqx_impl.train.files import atomic_write_text
+from eqx_impl.train.optim import learning_rate, model_optimizer, schedule_optimizer
+from eqx_impl.train.plots import plot_loss_curve, plot_proposal
+from eqx_impl.train.preflight import PreflightReport, check_or_raise, run_preflight
+from eqx_impl.train.progress import MetricsLog, ProgressBar, read_metrics
+from eqx_impl.train.proposal import AbstractProposal, make_proposal
+from eqx_impl.train.registry import (
+    build_dataset,
+    build_model,
+    build_schedule,
+    build_weighting,
+    resolve,
+)
+from eqx_impl.train.state import TrainState, initial_state
+from eqx_impl.train.step import Trainer, run_steps
+
+__all__ = ["Setup", "TrainResult", "TrainingDiverged", "build", "train", "write_plots"]
+
+# Keys that may change when a run is resumed; everything else must match the saved config.
+RESUMABLE_CHANGES = {
+    "train.steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.preflight",
+    "train.run_dir",
+    "train.steps_per_dispatch",
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the last checkpoint."""
+
+
+@dataclass
+class Setup:
+    """Everything built from a config before the first step."""
+
+    config: Config
+    dataset: data_lib.Dataset
+    weighting: Any
+    proposal: AbstractProposal
+    trainer: Trainer
+    initial: TrainState
+
+
+def build(config: Config, dataset: data_lib.Dataset | None = None) -> Setup:
+    """Resolve `config` and build the data set, weighting, proposal, optimisers, trainer and
+    initial state. Keys: `split(key(train.seed), 3)` for (model, schedule, training).
+
+    **Returns:** a `Setup`.
+    """
+    dataset = build_dataset(config) if dataset is None else dataset
+    config = resolve(config, dataset)
+    o = config.objective
+    key = jax.random.key(config.train.seed)
+    k_model, k_schedule, k_train = jax.random.split(key, 3)
+    model = build_model(config, dataset.shape, config.model.sigma_data, key=k_model)
+    proposal = make_proposal(build_schedule(config, key=k_schedule))
+    weighting = build_weighting(o.weighting, o.weighting_args, (o.logsnr_min, o.logsnr_max))
+    optimizer = model_optimizer(config.optim, config.train.steps)
+    proposal_optimizer = schedule_optimizer(config.optim) if proposal.trainable else None
+    dropout = float(config.model.args.get("dropout", 0.0)) > 0.0
+    trainer = Trainer(weighting, proposal, optimizer, proposal_optimizer, config.optim.ema_decay, dropout)
+    state = initial_state(model, optimizer, proposal, proposal_optimizer, key=k_train)
+    return Setup(config, dataset, weighting, proposal, trainer, state)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    config: Config
+    state: TrainState
+    rows: list[dict] = field(default_factory=list)
+    preflight: PreflightReport | None = None
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+def _flatten(values: dict) -> dict[str, Any]:
+    """`{"train": {"steps": 1}}` → `{"train.steps": 1}` (argument mappings stay whole)."""
+    return {f"{s}.{k}": v for s, section in values.items() for k, v in (section or {}).items()}
+
+
+def _check_resumable(saved_path: Path, config: Config) -> None:
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    old, new = _flatten(saved), _flatten(config_to_dict(config))
+    changed = sorted(
+        k
+        for k in set(old) | set(new)
+        if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("eval.")
+    )
+    if changed:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+        raise ConfigError(
+            f"The run directory {str(saved_path.parent)!r} holds a run with a different "
+            f"configuration ({details}). Resume with the same config, use a new --run-dir, or "
+            "pass --no-resume to start over (its checkpoints are then replaced)."
+        )
+
+
+def write_plots(run_dir: Path, rows: list[dict], setup: Setup, proposal_state) -> list[Path]:
+    """`loss_curve.png` and `proposal.png` in `run_dir`. **Returns:** the paths written."""
+    written = []
+    if any(r.get("loss") is not None for r in rows):
+        o = setup.config.objective
+        title = f"{setup.dataset.name}: {o.weighting}, {o.schedule} schedule"
+        written.append(plot_loss_curve(rows, run_dir / "loss_curve.png", title=title))
+    lo, hi = setup.config.objective.logsnr_min, setup.config.objective.logsnr_max
+    grid = np.linspace(lo, hi, 601)
+    g = jnp.asarray(grid, jnp.float32)
+    w = np.asarray(setup.weighting(g))
+    p = np.asarray(setup.proposal.density(proposal_state, g))
+    written.append(plot_proposal(grid, w, p, run_dir / "proposal.png", title=setup.config.objective.schedule))
+    return written
+
+
+def train(
+    config: Config,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = True,
+    preflight: bool | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    evaluate: bool = True,
+    echo: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train as configured and write the run directory (see the module docstring).
+
+    - `run_dir` overrides `train.run_dir`; `preflight` overrides `train.preflight`.
+    - `resume`: continue from the newest usable checkpoint of the run directory (the
+      config must match); `False` starts from step 0 and replaces old checkpoints.
+    - `stop_after`: stop (with a checkpoint) once this many steps are done, as if the run
+      were interrupted; the learning-rate schedule still follows `train.steps`.
+    - `evaluate`: after the last step, draw samples, write `samples.png` and compute
+      `eval.metrics` with the EMA model.
+
+    **Returns:** a `TrainResult`.
+    """
+    t_start = time.perf_counter()
+    if run_dir is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, run_dir=str(run_dir)))
+    setup = build(config)
+    config = setup.config
+    t = config.train
+    run_dir = Path(t.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"train.run_dir {str(run_dir)!r} exists and is not a directory.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = run_dir / "checkpoints"
+    saved_config = run_dir / "config.yaml"
+    has_checkpoints = bool(ckpt.list_checkpoints(ckpt_dir))
+    if resume and has_checkpoints and saved_config.is_file():
+        _check_resumable(saved_config, config)
+    dump_config(config, saved_config)
+    timings = {"setup_s": time.perf_counter() - t_start}
+
+    report = None
+    if t.preflight if preflight is None else preflight:
+        t0 = time.perf_counter()
+        report = run_preflight(config, setup.dataset, setup.weighting, setup.proposal, setup.initial.proposal_state)
+        atomic_write_text(run_dir / "preflight.txt", str(report) + "\n")
+        echo(str(report))
+        check_or_raise(report)
+        timings["preflight_s"] = time.perf_counter() - t0
+
+    state = setup.initial
+    if resume and has_checkpoints:
+        state, path = ckpt.restore_latest(ckpt_dir, state)
+        echo(f"resumed from {path} (step {int(state.step)})")
+    elif has_checkpoints:
+        for _, old in ckpt.list_checkpoints(ckpt_dir):
+            old.unlink()
+    start = int(state.step)
+    end = t.steps if stop_after is None else min(t.steps, int(stop_after))
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start)
+    lr_at = learning_rate(config.optim, t.steps)
+
+    train_data = jnp.asarray(setup.dataset.model_data("train"))
+    stream = data_lib.batches(np.arange(len(train_data)), t.batch_size, seed=t.seed, start_step=start)
+    bar = ProgressBar(t.steps, start, enabled=progress)
+    window: dict[str, list] = {"loss": [], "loss_std": [], "grad_norm": []}
+    step, last_saved = start, None
+    window_start, window_steps = time.perf_counter(), 0
+    first_dispatch_s, steady_time, steady_steps = None, 0.0, 0
+    train_t0 = time.perf_counter()
+    try:
+        while step < end:
+            k = min(t.steps_per_dispatch - step % t.steps_per_dispatch, end - step)
+            indices = jnp.asarray(np.stack([next(stream) for _ in range(k)]), jnp.int32)
+            t0 = time.perf_counter()
+            new_state, metrics = run_steps(setup.trainer, state, train_data, indices)
+            metrics = jax.device_get(metrics)
+            elapsed = time.perf_counter() - t0
+            if first_dispatch_s is None:
+                first_dispatch_s = elapsed
+            else:
+                steady_time += elapsed
+                steady_steps += k
+            losses = np.asarray(metrics["loss"], np.float64)
+            if not np.all(np.isfinite(losses)):
+                bad = step + 1 + int(np.argmin(np.isfinite(losses)))
+                newest = ckpt.list_checkpoints(ckpt_dir)
+                raise TrainingDiverged(
+                    f"The loss became {losses[~np.isfinite(losses)][0]} at step {bad}; the state "
+                    "after it is discarded. Lower optim.lr, set optim.grad_clip, or check the "
+                    "weighting/schedule; the newest checkpoint is "
+                    f"{newest[-1][1] if newest else 'none'}."
+                )
+            state, before, step = new_state, step, step + k
+            for name in window:
+                window[name].extend(np.asarray(metrics[name], np.float64).tolist())
+            window_steps += k
+            now = time.perf_counter()
+            rate = window_steps / max(now - window_start, 1e-9)
+            bar.update(k, float(losses.mean()), rate)
+            if step // t.log_every > before // t.log_every or step == end:
+                row = {
+                    "step": step,
+                    "loss": float(np.mean(window["loss"])),
+                    "loss_std": float(np.mean(window["loss_std"])),
+                    "grad_norm": float(np.mean(window["grad_norm"])),
+                    "lr": float(lr_at(step - 1)),
+                    "steps_per_sec": rate,
+                    "elapsed_s": now - train_t0,
+                }
+                log.write(row)
+                window = {name: [] for name in window}
+                window_start, window_steps = now, 0
+            if step // t.checkpoint_every > before // t.checkpoint_every or step == end:
+                last_saved = ckpt.save_checkpoint(ckpt_dir, state, keep=t.keep_checkpoints)
+    except KeyboardInterrupt:
+        bar.close()
+        if step > start and (last_saved is None or _step_of(last_saved) != step):
+            path = ckpt.save_checkpoint(ckpt_dir, state, keep=t.keep_checkpoints)
+            echo(f"interrupted: saved {path}; run the same command again to resume.")
+        raise
+    bar.close()
+    timings["train_s"] = time.perf_counter() - train_t0
+    if first_dispatch_s is not None:
+        timings["first_dispatch_s"] = first_dispatch_s
+    if steady_steps:
+        timings["steps_per_sec"] = steady_steps / steady_time
+    if last_saved is None and step > start:
+        last_saved = ckpt.save_checkpoint(ckpt_dir, state, keep=t.keep_checkpoints)
+
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    result = TrainResult(run_dir, config, state, rows, report, timings=timings, checkpoint=last_saved)
+    if step >= t.steps:
+        write_plots(run_dir, rows, setup, state.proposal_state)
+    if evaluate and step >= t.steps:
+        t0 = time.perf_counter()
+        samples = draw_samples(config, state.ema, setup.dataset.shape, progress=progress)
+        save_samples(samples, setup.dataset, run_dir / "samples.png")
+        timings["sample_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result.evaluation = evaluate_model(
+            config,
+            setup.dataset,
+            state.ema,
+            setup.weighting,
+            setup.proposal,
+            state.proposal_state,
+            samples=samples,
+            progress=progress,
+        )
+        timings["eval_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    summary = {"step": step, "evaluation": result.evaluation, "timings": timings}
+    if rows:
+        summary["final_loss"] = rows[-1]["loss"]
+    atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2, default=_jsonable) + "\n")
+    return result
+
+
+def _step_of(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)

@@ -1,0 +1,340 @@
+r"""Pre-flight check: before training, the configured objective evaluated by `eqx_impl` on the
+training device must match the float64 `reference` package.
+
+At `num_points` drawn points it compares (eqx float32, on the default JAX device, jitted
+like the training step, vs reference float64 on the same rounded inputs):
+
+1. the weighting $w(\lambda)$ on a stratified grid of $[\lambda_{\min}, \lambda_{\max}]$;
+2. the proposal: $\lambda(u)$ and $p(\lambda)$ from stratified $u$ (a fixed schedule against its
+   reference twin; `adaptive` after a few identical updates of both states; `learned`
+   against a float64 NumPy evaluation of VDM's network formula with the same weights);
+3. the weighted loss $\tfrac12\,w/p\cdot\ell$ per example, through the training step's own
+   `batch_losses`, on training examples, with a random probe network predicting the
+   configured target (wrapped in `EpsModel` on the eqx side, re-derived in NumPy on the
+   reference side).
+
+Tolerances (the equivalence suite's float32 bounds with a 5x margin): relative 1e-4 for
+$w$, $p$ and the loss; absolute $10^{-4}\max(1, |\lambda|)$ for $\lambda$. Values too small
+for float32 to hold as normal numbers are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import special
+
+import eqx_impl as ex
+import reference as ref
+from eqx_impl.data import Dataset
+from eqx_impl.learned import Learned
+from eqx_impl.train.config import Config
+from eqx_impl.train.proposal import AbstractProposal, AdaptiveProposal, LearnedProposal
+from eqx_impl.train.registry import build_schedule, build_weighting
+from eqx_impl.train.step import batch_losses
+
+__all__ = ["Check", "PreflightError", "PreflightReport", "check_or_raise", "run_preflight"]
+
+RTOL = 1e-4
+LOGSNR_ATOL = 1e-4
+
+
+class PreflightError(RuntimeError):
+    """The eqx objective disagrees with the reference; the message is the full report."""
+
+
+@dataclass
+class Check:
+    """One comparison: `ratio` is max over points of |eqx − ref| / tolerance (≤ 1 passes)."""
+
+    name: str
+    ratio: float
+    worst: str
+    count: int
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.ratio <= 1.0)
+
+
+@dataclass
+class PreflightReport:
+    device: str
+    num_points: int
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def __str__(self) -> str:
+        lines = [
+            f"pre-flight: eqx_impl (float32, {self.device}) vs reference (float64), "
+            f"{self.num_points} points; error/tolerance per check (<= 1 passes):"
+        ]
+        for c in self.checks:
+            status = "ok" if c.passed else "FAILED"
+            detail = "" if c.passed else f"  worst: {c.worst}"
+            lines.append(f"  {c.name:<46} {c.ratio:10.3g}  {status}{detail}")
+        return "\n".join(lines)
+
+
+def _compare(name, actual, expected, *, rtol=0.0, atol=None, where=None) -> Check:
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    if atol is None:  # relative only: skip values float32 cannot hold as normal numbers
+        tol = rtol * np.abs(expected)
+        mag = np.abs(expected)
+        mask = (mag > np.finfo(np.float32).tiny * 1e4) & (mag < np.finfo(np.float32).max / 1e4)
+    else:
+        tol = atol + rtol * np.abs(expected)
+        mask = np.ones(expected.shape, bool)
+    err = np.abs(actual - expected)
+    ratio = np.where(mask, err / np.maximum(tol, np.finfo(np.float64).tiny), 0.0)
+    ratio = np.where(np.isfinite(actual) | ~mask, ratio, np.inf)
+    i = int(np.argmax(ratio))
+    at = "" if where is None else f" at {where[i]}"
+    worst = f"eqx {actual.flat[i]:.8g} vs reference {expected.flat[i]:.8g}{at}"
+    return Check(name, float(ratio.flat[i]), worst, int(mask.sum()))
+
+
+def _f64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _stratified(num: int, rng: np.random.Generator) -> np.ndarray:
+    """float32 uniforms in [0, 1), one per stratum, as float64 values."""
+    u = (np.arange(num) + rng.random(num)) / num
+    return _f64(np.minimum(u, np.nextafter(1.0, 0.0)).astype(np.float32))
+
+
+# --- the probe network, identical in both packages -----------------------------------------
+
+
+def _probe_params(dim: int, hidden: int, rng: np.random.Generator):
+    sizes = [dim + 2, hidden, dim]
+    return [
+        (rng.normal(size=(m, n)) / math.sqrt(m), 0.1 * rng.normal(size=n))
+        for m, n in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
+
+
+class _ProbeNet(eqx.Module):
+    """A random tanh MLP on flattened data and features of λ (the eqx twin of `_probe_numpy`)."""
+
+    layers: list
+
+    def __call__(self, z, logsnr, *, key=None):
+        del key
+        lam = jnp.asarray(logsnr, z.dtype)
+        h = jnp.concatenate([z.reshape(-1), jnp.stack([jnp.tanh(lam / 10.0), jnp.sin(lam / 4.0)])])
+        for k, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if k < len(self.layers) - 1:
+                h = jnp.tanh(h)
+        return h.reshape(z.shape)
+
+
+def _probe_numpy(params, z, logsnr):
+    h = np.concatenate([z.reshape(-1), [np.tanh(logsnr / 10.0), np.sin(logsnr / 4.0)]])
+    for k, (w, b) in enumerate(params):
+        h = h @ w + b
+        if k < len(params) - 1:
+            h = np.tanh(h)
+    return h.reshape(z.shape)
+
+
+def _reference_eps_model(params, target, sigma_data, normalize_input):
+    """`EpsModel(probe, target, sigma_data, normalize_input)` in float64 NumPy, from the formulas."""
+
+    def eps_model(z, logsnr):
+        z_in = z
+        if normalize_input:
+            d = special.expit(-logsnr) + sigma_data**2 * special.expit(logsnr)
+            z_in = z / np.sqrt(d)
+        prediction = _probe_numpy(params, z_in, logsnr)
+        return ref.eps_from_prediction(target, prediction, z, logsnr, sigma_data)
+
+    return eps_model
+
+
+# --- the learned schedule in NumPy ---------------------------------------------------------
+
+
+def _learned_reference(schedule: Learned, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""$\lambda(t)$ and $p = -1/\lambda'(t)$ of VDM's network in float64, with the analytic
+    derivative $\gamma'(t) = |w_1| + \sum_j |w_{3j}|\,2\,\mathrm{sigmoid}'(h_j)\,|w_{2j}|$."""
+    w1, b1 = abs(float(schedule.l1_weight)), float(schedule.l1_bias)
+    w2, b2 = np.abs(_f64(schedule.l2_weight)), _f64(schedule.l2_bias)
+    w3 = np.abs(_f64(schedule.l3_weight))
+
+    def gamma(t):
+        h = w2 * np.asarray(t)[..., None] + b2
+        return w1 * t + b1 + (2.0 * (special.expit(h) - 0.5)) @ w3, h
+
+    g, h = gamma(t)
+    s = special.expit(h)
+    dg = w1 + (2.0 * s * (1.0 - s) * w2) @ w3
+    if schedule.fixed_endpoints:
+        g0, g1 = gamma(np.float64(0.0))[0], gamma(np.float64(1.0))[0]
+        lo, hi = schedule.init_logsnr_min, schedule.init_logsnr_max
+        logsnr = hi + (g - g0) / (g1 - g0) * (lo - hi)
+        slope = dg / (g1 - g0) * (lo - hi)
+    else:
+        logsnr, slope = -g, -dg
+    return logsnr, -1.0 / slope
+
+
+# --- the check -----------------------------------------------------------------------------
+
+
+@eqx.filter_jit
+def _eqx_sample(proposal, state, u):
+    return proposal.sample(state, u)
+
+
+@eqx.filter_jit
+def _eqx_weighting(weighting, logsnr):
+    return weighting(logsnr)
+
+
+@eqx.filter_jit
+def _eqx_losses(model, weighting, x, logsnr, eps, density):
+    return batch_losses(model, weighting, x, logsnr, eps, density)
+
+
+@eqx.filter_jit
+def _eqx_update(proposal, state, logsnr, values):
+    return proposal.update(state, logsnr, values)
+
+
+def _describe_weighting(config: Config) -> str:
+    o = config.objective
+    args = ", ".join(f"{k}={v}" for k, v in o.weighting_args.items())
+    return f"{o.weighting}({args})"
+
+
+def run_preflight(
+    config: Config,
+    dataset: Dataset,
+    weighting,
+    proposal: AbstractProposal,
+    proposal_state,
+    *,
+    num_points: int = 256,
+    seed: int = 0,
+) -> PreflightReport:
+    """Compare the configured weighting, proposal and weighted loss with the reference.
+
+    `weighting`, `proposal` and `proposal_state` are the eqx objects training will use;
+    the reference objects are built from `config` (a resolved config: the log-SNR range
+    and `sigma_data` filled in).
+
+    **Returns:** a `PreflightReport` (`.passed`, printable).
+    """
+    rng = np.random.default_rng(seed)
+    o = config.objective
+    lo, hi = float(o.logsnr_min), float(o.logsnr_max)
+    report = PreflightReport(jax.devices()[0].platform, num_points)
+
+    # 1. weighting on a stratified grid of the interval (endpoints included)
+    grid = lo + (hi - lo) * _stratified(num_points, rng)
+    grid[0], grid[-1] = lo, hi
+    grid = _f64(grid.astype(np.float32))
+    ref_weighting = build_weighting(o.weighting, o.weighting_args, (lo, hi), package="reference")
+    w_eqx = _eqx_weighting(weighting, jnp.asarray(grid, jnp.float32))
+    report.checks.append(
+        _compare(
+            f"weighting {_describe_weighting(config)}",
+            w_eqx,
+            ref_weighting(grid),
+            rtol=RTOL,
+            where=[f"logsnr={v:.6g}" for v in grid],
+        )
+    )
+
+    # 2. proposal: λ(u) and p(λ)
+    u = _stratified(num_points, rng)
+    u32 = jnp.asarray(u, jnp.float32)
+    state = proposal_state
+    if isinstance(proposal, AdaptiveProposal):
+        ref_adaptive = build_schedule(config, package="reference")
+        ref_state = ref_adaptive.init()
+        for _ in range(3):  # identical synthetic updates so the proposal is not uniform
+            lam = _f64((lo + (hi - lo) * rng.random(num_points)).astype(np.float32))
+            values = _f64((ref_weighting(lam) * (1.0 + 63.0 * special.expit(-lam))).astype(np.float32))
+            ref_state = ref_adaptive.update(ref_state, lam, values)
+            state = _eqx_update(proposal, state, jnp.asarray(lam, jnp.float32), jnp.asarray(values, jnp.float32))
+        ref_logsnr, ref_density = ref_adaptive.sample(ref_state, u)
+    elif isinstance(proposal, LearnedProposal):
+        ref_logsnr, ref_density = _learned_reference(state, u)
+    else:
+        ref_schedule = build_schedule(config, package="reference")
+        ref_logsnr = ref_schedule.logsnr(u)
+        ref_density = None
+    logsnr, density = (np.asarray(v, np.float64) for v in _eqx_sample(proposal, state, u32))
+    if ref_density is None:  # a fixed schedule: its density at the very λ eqx produced
+        ref_density = ref_schedule.density(logsnr)
+    name = config.objective.schedule
+    where_u = [f"u={v:.8g}" for v in u]
+    report.checks.append(
+        _compare(
+            f"proposal {name}: logsnr(u)",
+            logsnr,
+            ref_logsnr,
+            atol=LOGSNR_ATOL * np.maximum(1.0, np.abs(ref_logsnr)),
+            where=where_u,
+        )
+    )
+    report.checks.append(_compare(f"proposal {name}: density", density, ref_density, rtol=RTOL, where=where_u))
+
+    # 3. the weighted loss through the training step's loss function
+    x_all = dataset.model_data("train")
+    x = np.asarray(x_all[rng.integers(0, len(x_all), num_points)], np.float32)
+    eps = rng.standard_normal(x.shape).astype(np.float32)
+    dim = math.prod(x.shape[1:])
+    params = _probe_params(dim, 32, rng)
+    probe = _ProbeNet([(jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)) for w, b in params])
+    model = ex.EpsModel(probe, o.target, config.model.sigma_data, config.model.normalize_input)
+    losses = _eqx_losses(
+        model,
+        weighting,
+        jnp.asarray(x),
+        jnp.asarray(logsnr, jnp.float32),
+        jnp.asarray(eps),
+        jnp.asarray(density, jnp.float32),
+    )
+    params32 = [(_f64(np.float32(w)), _f64(np.float32(b))) for w, b in params]
+    ref_model = _reference_eps_model(params32, o.target, model.sigma_data, model.normalize_input)
+    ref_losses = np.array(
+        [
+            ref.weighted_loss(ref_model, _f64(x[i]), logsnr[i], _f64(eps[i]), ref_weighting, ref_density[i])
+            for i in range(num_points)
+        ]
+    )
+    report.checks.append(
+        _compare(
+            f"weighted loss (target {o.target}, probe network)",
+            losses,
+            ref_losses,
+            rtol=RTOL,
+            where=[f"logsnr={v:.6g}" for v in logsnr],
+        )
+    )
+    return report
+
+
+def check_or_raise(report: PreflightReport) -> PreflightReport:
+    """Raise `PreflightError` with the report when any check fails. **Returns:** the report."""
+    if not report.passed:
+        raise PreflightError(
+            f"{report}\nTraining refused: eqx_impl disagrees with the float64 reference for this "
+            "objective. Fix the weighting/schedule/loss (or the config), or pass --no-preflight "
+            "to train anyway."
+        )
+    return report

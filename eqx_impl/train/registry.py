@@ -1,0 +1,308 @@
+r"""Names → objects: data sets, networks, weightings and proposals (schedules) from a config.
+
+Weightings and schedules are built in either package (`eqx_impl` for training,
+`reference` for the pre-flight comparison) from the same entry, so the two always
+describe the same objective. Names are case-insensitive and `_` reads as `-`.
+
+- Weightings: `elbo`, `sigmoid`, `edm`, `eps-cosine`, `exponential`, `indi`, `min-snr`;
+  `<name>-monotonic` (or `monotonic-<name>`) is `Monotonic(w)` on the objective's interval
+  (e.g. `edm-monotonic`), `<name>-shifted` (or `shifted-<name>`) is `Shifted(w, shift)`
+  with `shift` taken from the arguments.
+- Schedules: `linear`, `cosine`, `cosine-interpolated`, `ddpm-linear`, `edm-lognormal`,
+  `flow-ot` (fixed: $\lambda = \lambda(u)$), `adaptive` (Kingma & Gao's adaptive
+  proposal) and `learned` (VDM's monotone network, trained to minimise the variance).
+- Models: `mlp` (flattens any data shape) and `unet` (images `(C, H, W)`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import equinox as eqx
+import jax
+
+import eqx_impl as ex
+import reference as ref
+from eqx_impl import data as data_lib
+from eqx_impl.train.config import Config, ConfigError
+
+__all__ = [
+    "MODELS",
+    "SCHEDULES",
+    "WEIGHTINGS",
+    "Entry",
+    "Flatten",
+    "build_dataset",
+    "build_model",
+    "build_schedule",
+    "build_weighting",
+    "normalize_name",
+    "resolve",
+    "schedule_range",
+]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One named object: its `eqx_impl` and `reference` constructors (same arguments)."""
+
+    eqx: Callable[..., Any]
+    reference: Callable[..., Any] | None
+    takes_range: bool = False  # accepts logsnr_min / logsnr_max
+
+    def accepted(self) -> tuple[str, ...]:
+        params = inspect.signature(self.eqx).parameters
+        skip = {"self", "key", "logsnr_min", "logsnr_max"}
+        return tuple(p for p in params if p not in skip)
+
+
+WEIGHTINGS: dict[str, Entry] = {
+    "elbo": Entry(ex.ELBO, ref.ELBO),
+    "sigmoid": Entry(ex.Sigmoid, ref.Sigmoid),
+    "edm": Entry(ex.EDM, ref.EDM),
+    "eps-cosine": Entry(ex.EpsCosine, ref.EpsCosine),
+    "exponential": Entry(ex.Exponential, ref.Exponential),
+    "indi": Entry(ex.InDI, ref.InDI),
+    "min-snr": Entry(ex.MinSNR, ref.MinSNR),
+}
+
+SCHEDULES: dict[str, Entry] = {
+    "linear": Entry(ex.LinearLogSNR, ref.LinearLogSNR, takes_range=True),
+    "cosine": Entry(ex.Cosine, ref.Cosine, takes_range=True),
+    "cosine-interpolated": Entry(ex.CosineInterpolated, ref.CosineInterpolated, takes_range=True),
+    "ddpm-linear": Entry(ex.DDPMLinear, ref.DDPMLinear),
+    "edm-lognormal": Entry(ex.EDMLogNormal, ref.EDMLogNormal, takes_range=True),
+    "flow-ot": Entry(ex.FlowOT, ref.FlowOT, takes_range=True),
+    "adaptive": Entry(ex.Adaptive, ref.Adaptive, takes_range=True),
+    "learned": Entry(ex.Learned, None, takes_range=True),
+}
+
+MODELS = ("mlp", "unet")
+
+
+def normalize_name(name: str) -> str:
+    return str(name).strip().lower().replace("_", "-")
+
+
+def _known(table: Mapping[str, Entry]) -> str:
+    return ", ".join(sorted(table))
+
+
+def _kwargs(entry: Entry, args: Mapping[str, Any], where: str, what: str) -> dict[str, Any]:
+    accepted = entry.accepted()
+    unknown = [k for k in args if k not in accepted]
+    if unknown:
+        hint = ", ".join(accepted) if accepted else "none"
+        raise ConfigError(f"{where}: {what} takes no argument {unknown[0]!r}; its arguments are: {hint}.")
+    return dict(args)
+
+
+def _construct(factory, kwargs, where: str, what: str):
+    try:
+        return factory(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where}: cannot build {what} with {kwargs}: {err}") from None
+
+
+# --- weightings ----------------------------------------------------------------------------
+
+
+def _split_modifier(name: str, modifier: str) -> str | None:
+    if name.startswith(modifier + "-"):
+        return name[len(modifier) + 1 :]
+    if name.endswith("-" + modifier):
+        return name[: -len(modifier) - 1]
+    return None
+
+
+def build_weighting(
+    name: str,
+    args: Mapping[str, Any],
+    logsnr_range: tuple[float, float],
+    *,
+    package: str = "eqx",
+    where: str = "objective.weighting",
+):
+    """The weighting `name` with arguments `args`, as an `eqx_impl` (`package="eqx"`) or
+    `reference` object. `logsnr_range` is the interval `Monotonic` maximises over.
+
+    **Returns:** an `AbstractWeighting` of the chosen package.
+    """
+    name = normalize_name(name)
+    args = dict(args)
+    inner = _split_modifier(name, "shifted")
+    if inner is not None:
+        if "shift" not in args:
+            raise ConfigError(
+                f"{where}: {name!r} needs a 'shift' in objective.weighting_args "
+                "(e.g. shift = 2 log(64/d) for the shifted cosine of simple diffusion)."
+            )
+        shift = args.pop("shift")
+        w = build_weighting(inner, args, logsnr_range, package=package, where=where)
+        shifted = ex.Shifted if package == "eqx" else ref.Shifted
+        return _construct(lambda **kw: shifted(w, **kw), {"shift": shift}, where, name)
+    inner = _split_modifier(name, "monotonic")
+    if inner is not None:
+        w = build_weighting(inner, args, logsnr_range, package=package, where=where)
+        monotonic = ex.Monotonic if package == "eqx" else ref.Monotonic
+        return monotonic(w, *logsnr_range)
+    if name not in WEIGHTINGS:
+        raise ConfigError(
+            f"{where}: unknown weighting {name!r}; known: {_known(WEIGHTINGS)} "
+            "(add the suffix '-monotonic' or '-shifted' to any of them)."
+        )
+    entry = WEIGHTINGS[name]
+    kwargs = _kwargs(entry, args, where, f"weighting {name!r}")
+    factory = entry.eqx if package == "eqx" else entry.reference
+    return _construct(factory, kwargs, where, f"weighting {name!r}")
+
+
+# --- schedules -----------------------------------------------------------------------------
+
+
+def schedule_range(config: Config) -> tuple[float, float]:
+    """The effective log-SNR interval $[\\lambda_{\\min}, \\lambda_{\\max}]$ of the objective.
+
+    Schedules with a range take the configured one (defaults −20, 20); `ddpm-linear` fixes
+    its own from `beta_min`, `beta_max`, `t_eps`, and a configured range must then be
+    left `null` (or equal it).
+
+    **Returns:** `(logsnr_min, logsnr_max)` as floats.
+    """
+    o = config.objective
+    name = normalize_name(o.schedule)
+    if name not in SCHEDULES:
+        raise ConfigError(f"objective.schedule: unknown schedule {name!r}; known: {_known(SCHEDULES)}.")
+    entry = SCHEDULES[name]
+    if entry.takes_range:
+        lo = ref.schedules.DEFAULT_LOGSNR_MIN if o.logsnr_min is None else o.logsnr_min
+        hi = ref.schedules.DEFAULT_LOGSNR_MAX if o.logsnr_max is None else o.logsnr_max
+        return float(lo), float(hi)
+    kwargs = _kwargs(entry, o.schedule_args, "objective.schedule_args", f"schedule {name!r}")
+    schedule = _construct(entry.reference, kwargs, "objective.schedule_args", name)
+    lo, hi = float(schedule.logsnr_min), float(schedule.logsnr_max)
+    for key, configured, own in (("logsnr_min", o.logsnr_min, lo), ("logsnr_max", o.logsnr_max, hi)):
+        if configured is not None and not math.isclose(configured, own, rel_tol=1e-9, abs_tol=1e-9):
+            raise ConfigError(
+                f"objective.{key} = {configured} but schedule {name!r} fixes its interval to "
+                f"[{lo:.6g}, {hi:.6g}] through its arguments; set objective.logsnr_min and "
+                "objective.logsnr_max to null."
+            )
+    return lo, hi
+
+
+def build_schedule(config: Config, *, package: str = "eqx", key=None):
+    """The configured proposal: a schedule, `Adaptive` or `Learned` (`key` initialises it).
+
+    **Returns:** the object of the chosen package (`reference` has no `Learned`).
+    """
+    o = config.objective
+    name = normalize_name(o.schedule)
+    lo, hi = schedule_range(config)
+    entry = SCHEDULES[name]
+    kwargs = _kwargs(entry, o.schedule_args, "objective.schedule_args", f"schedule {name!r}")
+    if entry.takes_range:
+        kwargs = {"logsnr_min": lo, "logsnr_max": hi, **kwargs}
+    if package == "eqx":
+        if name == "learned":
+            if key is None:
+                raise ValueError("build_schedule: the learned schedule needs key=.")
+            kwargs["key"] = key
+        return _construct(entry.eqx, kwargs, "objective.schedule_args", f"schedule {name!r}")
+    if entry.reference is None:
+        raise ConfigError(f"schedule {name!r} has no reference (NumPy) counterpart.")
+    return _construct(entry.reference, kwargs, "objective.schedule_args", f"schedule {name!r}")
+
+
+# --- data and models -----------------------------------------------------------------------
+
+
+def build_dataset(config: Config) -> data_lib.Dataset:
+    """`eqx_impl.data.load(config.data.name, **config.data.args)`, errors as `ConfigError`.
+
+    **Returns:** a `Dataset`.
+    """
+    try:
+        return data_lib.load(config.data.name, **config.data.args)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"data: {err}") from None
+
+
+class Flatten(eqx.Module):
+    """Run a vector network on data of any shape: flatten, apply, reshape back."""
+
+    net: eqx.Module
+    shape: tuple[int, ...] = eqx.field(static=True)
+
+    def __call__(self, z, logsnr, *, key=None):
+        out = self.net(z.reshape(-1), logsnr, key=key)
+        return out.reshape(self.shape)
+
+
+_TUPLE_ARGS = ("channels", "attention_levels", "fourier_exponents")
+
+
+def _network_args(cls, args: Mapping[str, Any], skip: set[str], name: str) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p not in {"self", "key", *skip}]
+    unknown = [k for k in args if k not in accepted]
+    if unknown:
+        raise ConfigError(
+            f"model.args: model {name!r} takes no argument {unknown[0]!r}; its arguments are: {', '.join(accepted)}."
+        )
+    return {k: tuple(v) if k in _TUPLE_ARGS and isinstance(v, list) else v for k, v in args.items()}
+
+
+def build_model(config: Config, shape: tuple[int, ...], sigma_data: float, *, key) -> ex.EpsModel:
+    """The ε-model: the configured network predicting `objective.target`, wrapped in
+    `EpsModel` (which converts its prediction to ε̂).
+
+    **Returns:** an `EpsModel`.
+    """
+    m = config.model
+    name = normalize_name(m.name)
+    if name == "mlp":
+        kwargs = _network_args(ex.MLP, m.args, {"data_dim"}, name)
+        dim = math.prod(shape)
+        net = _construct(lambda **kw: ex.MLP(dim, key=key, **kw), kwargs, "model.args", "mlp")
+        if len(shape) != 1:
+            net = Flatten(net, tuple(shape))
+    elif name == "unet":
+        if len(shape) != 3:
+            raise ConfigError(
+                f"model.name: 'unet' needs images of shape (C, H, W), the data has shape {shape}; "
+                "use model.name=mlp for vector data."
+            )
+        kwargs = _network_args(ex.UNet, m.args, {"in_channels"}, name)
+        net = _construct(lambda **kw: ex.UNet(shape[0], key=key, **kw), kwargs, "model.args", "unet")
+    else:
+        raise ConfigError(f"model.name: unknown model {m.name!r}; known: {', '.join(MODELS)}.")
+    target = config.objective.target
+    return ex.EpsModel(net, target, sigma_data, m.normalize_input)
+
+
+def resolve(config: Config, dataset: data_lib.Dataset | None = None) -> Config:
+    """Fill in what the config leaves to the data and the schedule: `model.sigma_data`
+    (measured on the training set) and the effective log-SNR interval. Builds the
+    weighting and proposal once, so every name and argument is checked here.
+
+    **Returns:** a new `Config` (the one written to the run directory).
+    """
+    dataset = build_dataset(config) if dataset is None else dataset
+    lo, hi = schedule_range(config)
+    sigma_data = config.model.sigma_data
+    if sigma_data is None:
+        sigma_data = float(dataset.sigma_data)
+    objective = dataclasses.replace(config.objective, logsnr_min=lo, logsnr_max=hi)
+    model = dataclasses.replace(config.model, sigma_data=sigma_data)
+    resolved = dataclasses.replace(config, objective=objective, model=model)
+    build_weighting(objective.weighting, objective.weighting_args, (lo, hi))
+    build_schedule(resolved, key=jax.random.key(0))
+    if normalize_name(config.model.name) not in MODELS:
+        raise ConfigError(f"model.name: unknown model {config.model.name!r}; known: {', '.join(MODELS)}.")
+    return resolved

@@ -1,0 +1,191 @@
+r"""The training step: one `eqx.filter_jit` around loss, gradient and update, scanned over
+`k` steps per dispatch.
+
+For a batch $x_{1..B}$ the step draws stratified uniforms $u_i = (u_0 + i/B) \bmod 1$,
+$(\lambda_i, p_i)$ from the proposal and $\epsilon_i \sim \mathcal N(0, I)$, and minimises
+$$\bar{\mathcal L} = \frac1B\sum_i \hat{\mathcal L}_i,\qquad
+  \hat{\mathcal L}_i = \tfrac12\,\frac{w(\lambda_i)}{p_i}\,\ell_i(\lambda_i)$$
+(`weighted_loss`, vmapped), an unbiased estimate of $\mathcal L_w$ whatever the proposal.
+
+- Adaptive proposal: its state is updated with $w(\lambda_i)\ell_i = 2p_i\hat{\mathcal L}_i$.
+- Learned proposal (VDM App. I.2): the schedule parameters $\eta$ minimise the second moment
+  $\frac1B\sum_i\hat{\mathcal L}_i^2$ (with fixed endpoints its mean does not depend on $\eta$,
+  so this is the variance). $\hat{\mathcal L}_i$ depends on $\eta$ only through
+  $(\lambda_i, p_i)$, so the one backward pass that gives the model gradient also gives
+  $g_i = \partial\bar{\mathcal L}/\partial(\lambda_i, p_i)$, and
+  $\partial\frac1B\sum\hat{\mathcal L}_i^2/\partial(\lambda_i, p_i) = 2\hat{\mathcal L}_i g_i$
+  is pulled back through the schedule with its VJP.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from eqx_impl.losses import weighted_loss
+from eqx_impl.train.optim import ema_decay_at, ema_update
+from eqx_impl.train.proposal import AbstractProposal
+from eqx_impl.train.state import TrainState
+from eqx_impl.weightings import AbstractWeighting
+
+__all__ = ["Gradients", "Trainer", "batch_losses", "run_steps", "stratified_uniforms"]
+
+
+def stratified_uniforms(key, batch_size: int, dtype=jnp.float32):
+    r"""$u_i = (u_0 + i/B) \bmod 1$, $u_0 \sim U(0,1)$: one draw in each stratum of width $1/B$.
+
+    **Returns:** shape `(batch_size,)` in `[0, 1)`.
+    """
+    u0 = jax.random.uniform(key, (), dtype)
+    return jnp.mod(u0 + jnp.arange(batch_size, dtype=dtype) / batch_size, 1.0)
+
+
+def batch_losses(model, weighting, x, logsnr, eps, density, keys=None):
+    r"""$\hat{\mathcal L}_i = \tfrac12\,w(\lambda_i)/p_i\cdot\ell_i$ for each example: `weighted_loss`
+    vmapped over the batch. `keys` (one per example) go to the network (dropout).
+
+    **Returns:** shape `(B,)`.
+    """
+
+    def one(x_i, logsnr_i, eps_i, density_i, key_i):
+        eps_model = model if key_i is None else functools.partial(model, key=key_i)
+        return weighted_loss(eps_model, x_i, logsnr_i, eps_i, weighting, density_i)
+
+    if keys is None:
+        return jax.vmap(lambda *a: one(*a, None))(x, logsnr, eps, density)
+    return jax.vmap(one)(x, logsnr, eps, density, keys)
+
+
+class Gradients(NamedTuple):
+    """What one forward/backward pass of the step computes."""
+
+    loss: Any
+    losses: Any
+    logsnr: Any
+    density: Any
+    model_grads: Any
+    schedule_grads: Any
+
+
+class Trainer(eqx.Module):
+    """The pure step function and its fixed ingredients (no arrays that change)."""
+
+    weighting: AbstractWeighting
+    proposal: AbstractProposal
+    optimizer: optax.GradientTransformation
+    proposal_optimizer: optax.GradientTransformation | None
+    ema_decay: float = eqx.field(static=True)
+    dropout: bool = eqx.field(static=True, default=False)
+
+    def losses(self, model, x, logsnr, eps, density, keys):
+        """Per-example $\\hat{\\mathcal L}_i$; see `batch_losses`. **Returns:** shape `(B,)`."""
+        return batch_losses(model, self.weighting, x, logsnr, eps, density, keys if self.dropout else None)
+
+    def draw(self, state: TrainState, x):
+        """The step's randomness from `fold_in(key, step)`: uniforms, noise, network keys."""
+        k_u, k_eps, k_net = jax.random.split(state.step_key(), 3)
+        u = stratified_uniforms(k_u, x.shape[0], x.dtype)
+        eps = jax.random.normal(k_eps, x.shape, x.dtype)
+        return u, eps, jax.random.split(k_net, x.shape[0])
+
+    def gradients(self, state: TrainState, x) -> Gradients:
+        """Loss, per-example losses and gradients on the batch `x` (shape `(B, *data)`), in one
+        forward and one backward pass through the network.
+
+        **Returns:** `Gradients`; `schedule_grads` (of the mean squared loss with respect to
+        the learned schedule) is `None` unless the proposal is trainable.
+        """
+        u, eps, keys = self.draw(state, x)
+        params, static = eqx.partition(state.model, eqx.is_inexact_array)
+        trainable = self.proposal.trainable
+        if trainable:
+            (logsnr, density), pullback = jax.vjp(lambda s: self.proposal.sample(s, u), state.proposal_state)
+        else:
+            logsnr, density = self.proposal.sample(state.proposal_state, u)
+
+        def objective(diff):
+            p, lam, dens = diff if trainable else (diff, logsnr, density)
+            losses = self.losses(eqx.combine(p, static), x, lam, eps, dens, keys)
+            return jnp.mean(losses), losses
+
+        diff = (params, logsnr, density) if trainable else params
+        (loss, losses), grads = jax.value_and_grad(objective, has_aux=True)(diff)
+        losses = jax.lax.stop_gradient(losses)
+        schedule_grads = None
+        if trainable:
+            model_grads, g_logsnr, g_density = grads
+            # d/dη mean(L̂²) = mean(2 L̂_i dL̂_i/dη), and L̂_i depends on η through (λ_i, p_i) only.
+            (schedule_grads,) = pullback((2.0 * losses * g_logsnr, 2.0 * losses * g_density))
+            schedule_grads = eqx.filter(schedule_grads, eqx.is_inexact_array)
+        else:
+            model_grads = grads
+        return Gradients(loss, losses, logsnr, density, model_grads, schedule_grads)
+
+    def step(self, state: TrainState, x) -> tuple[TrainState, dict]:
+        """One optimisation step on the batch `x` (shape `(B, *data)`).
+
+        **Returns:** `(new state, metrics)` with scalar metrics `loss`, `loss_std`,
+        `grad_norm`.
+        """
+        g = self.gradients(state, x)
+        params = eqx.filter(state.model, eqx.is_inexact_array)
+        updates, opt_state = self.optimizer.update(g.model_grads, state.opt_state, params)
+        model = eqx.apply_updates(state.model, updates)
+        ema = ema_update(state.ema, model, ema_decay_at(self.ema_decay, state.step))
+
+        proposal_state, proposal_opt_state = state.proposal_state, state.proposal_opt_state
+        if self.proposal.trainable:
+            sched_params = eqx.filter(proposal_state, eqx.is_inexact_array)
+            sched_updates, proposal_opt_state = self.proposal_optimizer.update(
+                g.schedule_grads, proposal_opt_state, sched_params
+            )
+            proposal_state = eqx.apply_updates(proposal_state, sched_updates)
+        else:
+            # w(λ)·ℓ = 2 p(λ) L̂: what the adaptive proposal tracks (a no-op for fixed ones).
+            proposal_state = self.proposal.update(proposal_state, g.logsnr, 2.0 * g.density * g.losses)
+
+        new_state = TrainState(
+            model=model,
+            ema=ema,
+            opt_state=opt_state,
+            proposal_state=proposal_state,
+            proposal_opt_state=proposal_opt_state,
+            step=state.step + 1,
+            key=state.key,
+        )
+        metrics = {
+            "loss": g.loss,
+            "loss_std": jnp.std(g.losses),
+            "grad_norm": optax.global_norm(g.model_grads),
+        }
+        return new_state, metrics
+
+    def steps(self, state: TrainState, data, indices) -> tuple[TrainState, dict]:
+        """`indices.shape[0]` steps in a `lax.scan`; step `j` trains on `data[indices[j]]`.
+
+        **Returns:** `(final state, metrics stacked over the steps)`.
+        """
+        # Only arrays go through the scan carry; Python leaves (e.g. a Dropout's `inference`
+        # flag) stay static.
+        dynamic, static = eqx.partition(state, eqx.is_array)
+
+        def body(carry, idx):
+            new_state, metrics = self.step(eqx.combine(carry, static), data[idx])
+            return eqx.filter(new_state, eqx.is_array), metrics
+
+        dynamic, metrics = jax.lax.scan(body, dynamic, indices)
+        return eqx.combine(dynamic, static), metrics
+
+
+@eqx.filter_jit
+def run_steps(trainer: Trainer, state: TrainState, data, indices):
+    """The one jitted entry point: `trainer.steps` (loss, gradient, update) for `k` steps.
+
+    **Returns:** `(state, metrics)` with metrics of shape `(k,)`.
+    """
+    return trainer.steps(state, data, indices)
