@@ -410,14 +410,17 @@ def test_mlp_parameter_count_by_hand(mlp):
     assert count_params(mlp) == embedding + layers + conditioning + output == 995
 
 
-def test_zero_init_output_predicts_zero():
-    """The real initialisers: a zero output layer, so an untrained network predicts 0."""
+def test_zero_init_output():
+    """The real initialisers: the output layer starts at exactly 0 (so the prediction is 0),
+    the others do not; `zero_init_output=False` keeps the random output layer."""
     mlp = MLP(2, key=KEY, width=4, depth=1, embed_dim=4, num_features=4)
-    assert np.all(f64(apply(mlp, jnp.ones(2, jnp.float32), jnp.float32(2.0))) == 0.0)
+    assert np.all(f64(mlp.output.weight) == 0) and np.all(f64(mlp.output.bias) == 0)
+    assert np.all(f64(mlp.layers[0].weight) != 0)
     unet = UNet(1, key=KEY, channels=(2,), groups=1, num_features=2, embed_dim=2)
-    out = apply(unet, jnp.ones((1, 4, 4), jnp.float32), jnp.float32(2.0))
-    assert out.shape == (1, 4, 4) and np.all(f64(out) == 0.0)
-    assert np.any(f64(mlp.layers[0].weight) != 0) and np.any(f64(unet.conv_in.weight) != 0)
+    assert np.all(f64(unet.conv_out.weight) == 0) and np.all(f64(unet.conv_out.bias) == 0)
+    assert np.all(f64(unet.conv_in.weight) != 0)
+    random_out = MLP(2, key=KEY, width=4, depth=1, embed_dim=4, num_features=4, zero_init_output=False)
+    assert np.all(f64(random_out.output.weight) != 0)
 
 
 # --- U-Net components ----------------------------------------------------------------------

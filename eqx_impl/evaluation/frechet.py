@@ -158,7 +158,7 @@ def _train_chunk(model, opt_state, x, labels, key, first_step, num_steps, batch_
 
     def step(carry, i):
         params, opt_state = carry
-        index = jax.random.choice(jax.random.fold_in(key, i), x.shape[0], (batch_size,), replace=False)
+        index = jax.random.permutation(jax.random.fold_in(key, i), x.shape[0])[:batch_size]
         loss, grads = jax.value_and_grad(lambda p: loss_fn(eqx.combine(p, static), x[index], labels[index]))(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss

@@ -98,8 +98,8 @@ def save_grid(
 
     - Images `(N, C, H, W)` / `(N, H, W)`: the `image_grid` (see its arguments), each pixel
       enlarged to a `scale`×`scale` block (default: the smallest integer making the grid
-      at least 256 pixels wide), written pixel-exact with `matplotlib.image.imsave`
-      (grey-scale for one channel).
+      at least 256 pixels wide), written as 8-bit RGB by `matplotlib.image.imsave`
+      (pixel $= \mathrm{round}(255\,v)$, no colormap; one channel is repeated as grey).
     - Points `(N, 2)`: a scatter plot, over the optional `reference` points (e.g. the
       training data) in grey, with `title`; axes span $\pm$`limits` (default: from the data).
 
@@ -119,13 +119,13 @@ def save_grid(
     if int(scale) < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}.")
     grid = np.repeat(np.repeat(grid, int(scale), axis=0), int(scale), axis=1)
-    image = grid[..., 0] if grid.shape[-1] == 1 else grid
+    # 8-bit RGB written as is: pixel = round(255 · value), no colormap in between
+    pixels = np.round(255.0 * np.broadcast_to(grid, (*grid.shape[:2], 3))).astype(np.uint8)
 
     def write(tmp):
         import matplotlib.image
 
-        kwargs = dict(cmap="gray", vmin=0.0, vmax=1.0) if image.ndim == 2 else {}
-        matplotlib.image.imsave(tmp, image, format="png", **kwargs)
+        matplotlib.image.imsave(tmp, pixels, format="png")
 
     return _atomic_savefig(Path(path), write)
 
