@@ -19,7 +19,7 @@ from jaxtyping import Shaped
 
 from eqx_impl import _validate
 from eqx_impl._typing import Array, ArrayLike, Float, Int, Scalar
-from eqx_impl.schedules import AbstractSchedule, alpha_sigma
+from eqx_impl.schedules import AbstractSchedule, _float, alpha_sigma
 from eqx_impl.weightings import AbstractWeighting
 from reference.losses import (
     SERIES_MAX_ALPHA2,
@@ -47,11 +47,6 @@ __all__ = [
 ]
 
 
-def _floating(x) -> Array:
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
-
-
 def _scalar(value, dtype) -> Scalar:
     value = jnp.asarray(value)
     if value.ndim != 0:
@@ -67,7 +62,7 @@ def eps_loss(eps_model, x: Example, logsnr: Float[ArrayLike, ""], eps: Example) 
 
     **Returns:** the scalar ε-loss (summed over all dimensions), in the dtype of `x`.
     """
-    x = _floating(x)
+    x = _float(x)
     eps = jnp.asarray(eps)
     _validate.same_shape("x", x, "eps", eps)
     eps = eps.astype(x.dtype)
@@ -93,7 +88,7 @@ def weighted_loss(
 
     **Returns:** a scalar in the dtype of `x`.
     """
-    x = _floating(x)
+    x = _float(x)
     logsnr = _scalar(logsnr, x.dtype)
     density = _scalar(density, x.dtype)
     return 0.5 * weighting(logsnr) / density * eps_loss(eps_model, x, logsnr, eps)
@@ -106,7 +101,7 @@ def vdm_continuous_loss(
 
     **Returns:** a scalar in the dtype of `x`.
     """
-    x = _floating(x)
+    x = _float(x)
     t = _scalar(t, x.dtype)
     slope = schedule.dlogsnr_dt(t)
     return 0.5 * -slope * eps_loss(eps_model, x, schedule.logsnr(t), eps)
@@ -128,13 +123,13 @@ def vdm_discrete_loss(
     **Returns:** a scalar in the dtype of `x`.
     """
     num_steps = check_num_steps(num_steps)
-    x = _floating(x)
+    x = _float(x)
     i = jnp.asarray(i)
     if i.ndim != 0 or not jnp.issubdtype(i.dtype, jnp.integer):
         raise ValueError(f"step i must be an integer scalar in 1..{num_steps}, got {i!r}.")
     if not isinstance(i, jax.core.Tracer):
         if not 1 <= int(i) <= num_steps:
-            raise ValueError(step_out_of_range_message(int(i), num_steps))
+            raise ValueError(step_out_of_range_message(f"i={int(i)}", num_steps))
     else:
         i = eqx.error_if(i, (i < 1) | (i > num_steps), step_out_of_range_message("i", num_steps))
     t = i.astype(x.dtype) / num_steps
@@ -149,7 +144,7 @@ def levels_to_unit(x: ArrayLike, vocab_size: int = 256) -> Array:
     **Returns:** a floating array like `x` (the default float dtype for integer `x`).
     """
     vocab_size = check_vocab_size(vocab_size)
-    return 2.0 * (_floating(x) + 0.5) / vocab_size - 1.0
+    return 2.0 * (_float(x) + 0.5) / vocab_size - 1.0
 
 
 def prior_gap(logsnr: Float[ArrayLike, "*shape"]) -> Array:
@@ -159,7 +154,7 @@ def prior_gap(logsnr: Float[ArrayLike, "*shape"]) -> Array:
 
     **Returns:** an array like `logsnr`.
     """
-    logsnr = _floating(logsnr)
+    logsnr = _float(logsnr)
     a = jax.nn.sigmoid(logsnr)
     small = jnp.minimum(a, SERIES_MAX_ALPHA2)
     series = jnp.zeros_like(small)
@@ -174,7 +169,7 @@ def prior_kl(x: Example, logsnr_min: Float[ArrayLike, ""]) -> Scalar:
 
     **Returns:** a scalar (nats) in the dtype of `x`.
     """
-    x = _floating(x)
+    x = _float(x)
     logsnr_min = _scalar(logsnr_min, x.dtype)
     return 0.5 * jnp.sum(jax.nn.sigmoid(logsnr_min) * x**2 + prior_gap(logsnr_min))
 
@@ -193,7 +188,7 @@ def reconstruction_nll(x: Levels, logsnr_max: Float[ArrayLike, ""], eps: Example
     """
     vocab_size = check_vocab_size(vocab_size)
     levels = jnp.asarray(x)
-    eps = _floating(eps)
+    eps = _float(eps)
     _validate.same_shape("x", levels, "eps", eps)
     if not jnp.issubdtype(levels.dtype, jnp.integer):
         levels = jnp.round(levels).astype(jnp.int32)
@@ -215,5 +210,5 @@ def bits_per_dim(recon: ArrayLike, prior: ArrayLike, diffusion: ArrayLike, num_d
     **Returns:** an array like the sum of the terms.
     """
     num_dims = check_positive_int("num_dims", num_dims)
-    total = _floating(recon) + _floating(prior) + _floating(diffusion)
+    total = _float(recon) + _float(prior) + _float(diffusion)
     return total / (num_dims * math.log(2.0))

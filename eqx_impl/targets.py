@@ -10,11 +10,17 @@ For each target $y$, $\|y - \hat y\|^2 = f_y(\lambda)\,\|\epsilon - \hat\epsilon
 | `"F"` | EDM's $(x - c_{\rm skip} z_{\rm edm})/c_{\rm out}$ | $1+e^{-\lambda}/\sigma_d^2$ |
 | `"u"` | $\epsilon - x$ (flow, $\alpha_f = 1-t$, $\sigma_f = t$) | $(1 + e^{-\lambda/2})^2$ |
 
-The twin of `reference.targets`. In float32, for $\lambda \in [-30, 30]$, every function here
-is finite (values and gradients). `eps_from_prediction` is accurate to a few float32 ulps of
-its terms for all targets; for `"x"` the terms themselves are of size $e^{\lambda/2}|z|$, so a
-prediction $\hat x = x$ reproduces $\epsilon$ only to about $10^{-7} e^{\lambda/2} |x|$ (the
-rounding of $z$, amplified as the factor $f_x = e^{-\lambda}$ says it must be).
+The twin of `reference.targets`. Accuracy in float32 for $\lambda \in [-30, 30]$ (all values
+and gradients finite there; tested):
+
+- `target_factor`: a few ulps; `target_value`: a few ulps of its terms (none amplified).
+- `eps_from_prediction`: a few ulps of its terms. Only `"x"` has terms larger than the
+  result, of size $e^{\lambda/2}|z|$: a prediction $\hat x = x$ returns $\epsilon$ to about
+  $10^{-7} e^{\lambda/2}|x|$ (the rounding of $z$, amplified as $f_x = e^{-\lambda}$ says it
+  must be), i.e. to $10^{-4}$ for $\lambda \lesssim 14$.
+- `prediction_from_eps`: a few ulps of its terms, which for every target but `"eps"` grow
+  like $e^{-\lambda/2}$ as $\lambda \to -\infty$ (the factors $f$ grow like $e^{-\lambda}$):
+  to $10^{-4}$ relative for $\lambda \gtrsim -14$.
 """
 
 from __future__ import annotations
@@ -69,9 +75,7 @@ def target_factor(target: str, logsnr: LogSNR, sigma_data: float = 0.5) -> Float
     return (1.0 + jnp.exp(-0.5 * logsnr)) ** 2
 
 
-def target_value(
-    target: str, x: Data, eps: Data, logsnr: LogSNR, sigma_data: float = 0.5
-) -> Float[Array, "*dims"]:
+def target_value(target: str, x: Data, eps: Data, logsnr: LogSNR, sigma_data: float = 0.5) -> Float[Array, "*dims"]:
     r"""The regression target $y(x, \epsilon, \lambda)$ of a network trained on `target`.
 
     $$y_{\epsilon} = \epsilon,\quad y_x = x,\quad y_v = \alpha\epsilon - \sigma x,\quad

@@ -39,48 +39,37 @@ __all__ = [
 # --- argument checks (shared with eqx_impl.losses, so the messages read alike) --------------
 
 
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
+def check_positive_int(name: str, value, minimum: int = 1, meaning: str = "") -> int:
     """`value` as an `int` that is at least `minimum`, else a `ValueError` saying so."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral | np.integer):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    integral = isinstance(value, numbers.Integral | np.integer) and not isinstance(value, bool)
+    if not (integral and value >= minimum):
+        raise ValueError(f"{name} must be an integer >= {minimum}{meaning}, got {value!r}.")
     return int(value)
 
 
 def check_num_steps(num_steps) -> int:
     """The number of VDM steps $T \\ge 1$."""
-    try:
-        return check_positive_int("num_steps", num_steps)
-    except ValueError:
-        raise ValueError(
-            f"num_steps must be an integer >= 1 (the number T of discrete diffusion steps), got {num_steps!r}."
-        ) from None
+    return check_positive_int("num_steps", num_steps, 1, " (the number T of discrete diffusion steps)")
 
 
 def check_vocab_size(vocab_size) -> int:
     """The number of data levels $V \\ge 2$."""
-    try:
-        return check_positive_int("vocab_size", vocab_size, minimum=2)
-    except ValueError:
-        raise ValueError(
-            f"vocab_size must be an integer >= 2 (the number of data levels, 256 for 8-bit images), got {vocab_size!r}."
-        ) from None
+    return check_positive_int("vocab_size", vocab_size, 2, " (the number of data levels, 256 for 8-bit images)")
 
 
-def step_out_of_range_message(i, num_steps: int) -> str:
+def step_out_of_range_message(step: str, num_steps: int) -> str:
+    """Error text for a step outside 1..T; `step` describes it, e.g. `"i=0"`."""
     return (
-        f"step i={i!r} is out of range for num_steps={num_steps}; draw i from {{1, ..., T}} "
+        f"step {step} is out of range for num_steps={num_steps}; draw i from {{1, ..., T}} "
         f"(e.g. rng.integers(1, {num_steps} + 1))."
     )
 
 
 def _check_step(i, num_steps: int) -> int:
-    if isinstance(i, bool) or not isinstance(i, numbers.Integral | np.integer):
-        if not (np.ndim(i) == 0 and float(i) == round(float(i))):
-            raise ValueError(f"step i must be an integer in 1..{num_steps}, got {i!r}.")
+    if isinstance(i, bool) or np.ndim(i) != 0 or not np.issubdtype(np.asarray(i).dtype, np.integer):
+        raise ValueError(f"step i must be an integer scalar in 1..{num_steps}, got {i!r}.")
     if not 1 <= int(i) <= num_steps:
-        raise ValueError(step_out_of_range_message(i, num_steps))
+        raise ValueError(step_out_of_range_message(f"i={int(i)}", num_steps))
     return int(i)
 
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import eqx_impl as E
 import reference as R
-from tests.equivalence import DRAW_SIZE, close, logsnr_ranges, precision, rounded, to_jax, unit_times
+from tests.equivalence import DRAW_SIZE, F32_RTOL, close, logsnr_ranges, precision, rounded, to_jax, unit_times
 from tests.nets import init_params, jax_mlp_apply, numpy_mlp
 
 X64 = pytest.mark.parametrize("x64", [False, True], ids=["f32", "x64"])
@@ -74,9 +74,10 @@ def _mean_loss(model, x, lam, eps):
     return np.mean([R.eps_loss(model, x, lam, e) for e in eps])
 
 
-def _lam_error(lam, rtol):
-    """Bound on a float32 schedule's λ error (schedules suite): 30·rtol·max(1, |λ|)."""
-    return 30 * rtol * np.maximum(1.0, np.abs(lam))
+def _lam_error(lam, x64):
+    """Bound on an eqx schedule's λ(t) error: 30·F32_RTOL·max(1, |λ|) in float32 (schedules
+    suite); 16 float64 ulps of max(1, |λ|) under x64."""
+    return (16 * np.finfo(np.float64).eps if x64 else 30 * F32_RTOL) * np.maximum(1.0, np.abs(lam))
 
 
 @X64
@@ -89,10 +90,9 @@ def test_equivalence_truncated_kl(x64, t, rng, kind, seed):
         expected = np.array([R.truncated_kl(ref_model, x, ti, ref_s, eps) for ti in t])
         xj, ej = to_jax(x, dtype), to_jax(eps, dtype)
         actual = jax.vmap(lambda ti: E.truncated_kl(eqx_model, xj, ti, eqx_s, ej))(to_jax(t, dtype))
-        atol = 0.0
-        if not x64:  # the upper limit λ(t) is off by _lam_error; the integrand there is ½ℓ̄
-            lam = ref_s.logsnr(t)
-            atol = np.array([0.5 * _mean_loss(ref_model, x, l, eps) for l in lam]) * _lam_error(lam, rtol)
+        # The upper limit λ(t) is off by _lam_error; the integrand there is ½ℓ̄.
+        lam = ref_s.logsnr(t)
+        atol = np.array([0.5 * _mean_loss(ref_model, x, l, eps) for l in lam]) * _lam_error(lam, x64)
         close(actual, expected, rtol, atol=atol)
 
 
@@ -146,7 +146,7 @@ def test_equivalence_augmentation_distribution(x64, rng, weighting, kind, t):
         # times it (w'' by central difference), on top of 20× rtol for w' and λ' each.
         h = 1e-4
         second = (ref_w.derivative(lam + h) - ref_w.derivative(lam - h)) / (2 * h)
-        lam_err = _lam_error(lam, rtol) if not x64 else 0.0
+        lam_err = _lam_error(lam, x64)
         close(eqx_d.cdf(to_jax(t, dtype)), ref_d.cdf(t), 10 * rtol, atol=np.abs(deriv) * lam_err / ref_d.normalizer)
         close(
             eqx_d.density(to_jax(t, dtype)),
@@ -191,7 +191,7 @@ def test_equivalence_AugmentationDistribution_sample_and_loss(x64, rng, weightin
         assert np.all(t[atom & ~near_atom] == 0)
         lam = ref_s.logsnr(t)
         slack = (
-            np.abs(ref_w.derivative(lam)) * _lam_error(lam, rtol)
+            np.abs(ref_w.derivative(lam)) * _lam_error(lam, x64)
             + np.abs(ref_d.density(t)) * 5 * rtol * ref_d.normalizer
         ) / ref_d.normalizer
         inside = ~atom & ~near_atom
@@ -200,6 +200,6 @@ def test_equivalence_AugmentationDistribution_sample_and_loss(x64, rng, weightin
         expected = np.array([ref_d.augmented_loss(ref_model, x, ui, eps) for ui in u])
         xj, ej = to_jax(x, dtype), to_jax(eps, dtype)
         actual = jax.vmap(lambda ui: eqx_d.augmented_loss(eqx_model, xj, ui, ej))(to_jax(u, dtype))
-        gap = np.abs(ref_s.logsnr(ref_d.sample(u)) - lam) + (_lam_error(lam, rtol) if not x64 else 0.0)
+        gap = np.abs(ref_s.logsnr(ref_d.sample(u)) - lam) + _lam_error(lam, x64)
         edge = np.array([0.5 * _mean_loss(ref_model, x, l, eps) for l in lam]) * ref_d.normalizer
         close(actual, expected, rtol if x64 else 10 * rtol, atol=edge * gap + 1e-30)

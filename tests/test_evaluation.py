@@ -111,18 +111,16 @@ def test_negative_elbo_follows_documented_keys_and_ignores_batch_size():
     model, schedule = jax_mlp(params), E.Cosine(-6.0, 7.0)
     levels = np.random.default_rng(4).integers(0, 5, size=(7, 2, 2)).astype(np.float32)
     small = ev.negative_elbo(model, levels, key=KEY, schedule=schedule, num_levels=5, num_t=3, batch_size=3)
-    large = ev.negative_elbo(model, levels, key=KEY, schedule=schedule, num_levels=5, num_t=3, batch_size=64)
-    np.testing.assert_array_equal(small.per_example, large.per_example)
 
     @jax.jit
-    def documented(x, i):
+    @jax.vmap
+    def documented(x, i):  # per example, with no batching at all
         key_t, key_eps, key_recon = jax.random.split(jax.random.fold_in(KEY, i), 3)
         t = ev.stratified_times(jax.random.uniform(key_t, ()), 3)
         eps = jax.random.normal(key_eps, (3, 2, 2))
         return sum(ev.negative_elbo_terms(model, x, t, eps, jax.random.normal(key_recon, (2, 2)), schedule, 5))
 
-    for i in (0, 6):
-        np.testing.assert_allclose(small.per_example[i], float(documented(levels[i], i)), rtol=1e-5)
+    np.testing.assert_allclose(small.per_example, documented(levels, jnp.arange(7)), rtol=1e-5)
     values = small.per_example
     assert small.nats.mean == pytest.approx(values.mean(), rel=1e-12)
     assert small.nats.stderr == pytest.approx(values.std(ddof=1) / math.sqrt(7), rel=1e-12)
@@ -157,8 +155,7 @@ def test_bpd_of_discrete_data_equals_entropy_with_bayes_denoiser():
     assert result.recon < 1e-4 and 0 < result.prior < 1e-3
 
 
-@pytest.mark.parametrize("num_t", [1, 8])
-def test_gaussian_negative_elbo_matches_closed_form(num_t):
+def test_gaussian_negative_elbo_matches_closed_form():
     """x ~ N(0, s² I_d) with its Bayes-optimal ε̂ (continuous decoder):
     E[bound] = (d/2)(1 + ln 2π − λmax) + E KL_prior + (d/2)[softplus(λmax + ln s²) − softplus(λmin + ln s²)],
     which is also ≈ the exact NLL (d/2)(1 + ln 2πs²). Stratified estimates are unbiased for
@@ -166,19 +163,20 @@ def test_gaussian_negative_elbo_matches_closed_form(num_t):
     d, s2, lmin, lmax = 3, 0.5, -10.0, 10.0
     gauss = E.GaussianData(s2, d)
     x = np.asarray(gauss.sample(3000, key=jax.random.key(1)))
-    result = ev.negative_elbo(gauss.eps, x, key=KEY, schedule=E.LinearLogSNR(lmin, lmax), num_t=num_t)
     prior = 0.5 * d * (special.expit(lmin) * s2 + np.logaddexp(0, lmin) - special.expit(lmin))
     diffusion = 0.5 * d * (np.logaddexp(0, lmax + math.log(s2)) - np.logaddexp(0, lmin + math.log(s2)))
     recon = 0.5 * d * (1 + math.log(2 * math.pi) - lmax)
     expected = recon + prior + diffusion
     assert expected == pytest.approx(0.5 * d * (1 + math.log(2 * math.pi * s2)), abs=2e-4)
     # the sample mean of ‖x‖² enters the prior term: compare with the same x
-    prior_sample = 0.5 * special.expit(lmin) * np.mean(np.sum(x**2, 1)) - 0.5 * special.expit(lmin) * d * s2
-    assert abs(result.nats.mean - expected - prior_sample) < 4 * result.nats.stderr
-    assert result.diffusion == pytest.approx(diffusion, abs=4 * result.nats.stderr)
-    if num_t == 8:
-        single = ev.negative_elbo(gauss.eps, x, key=KEY, schedule=E.LinearLogSNR(lmin, lmax), num_t=1)
-        assert result.nats.stderr < 0.5 * single.nats.stderr
+    prior_sample = 0.5 * special.expit(lmin) * (np.mean(np.sum(x**2, 1)) - d * s2)
+    stderr = {}
+    for num_t in (1, 8):
+        result = ev.negative_elbo(gauss.eps, x, key=KEY, schedule=E.LinearLogSNR(lmin, lmax), num_t=num_t)
+        assert abs(result.nats.mean - expected - prior_sample) < 4 * result.nats.stderr
+        assert result.diffusion == pytest.approx(diffusion, abs=4 * result.nats.stderr)
+        stderr[num_t] = result.nats.stderr
+    assert stderr[8] < 0.5 * stderr[1]
 
 
 def test_gmm_negative_elbo_bounds_exact_nll():
@@ -240,25 +238,31 @@ def test_generate_matches_direct_sampler_calls_and_batching():
     params = init_params(4, seed=5)
     model = jax_mlp(params)
     x = ev.generate(model, 5, (2, 2), key=KEY, sampler="stochastic", steps=6, batch_size=2)
-    again = ev.generate(model, 5, (2, 2), key=KEY, sampler="stochastic", steps=6, batch_size=16)
-    np.testing.assert_array_equal(x, again)
     sigmas = E.edm_sigmas(6)
-    key_init, key_noise = jax.random.split(jax.random.split(KEY, 5)[3])
-    direct = E.heun_sampler(
-        E.denoiser_from_eps(model), 80.0 * jax.random.normal(key_init, (2, 2)), sigmas,
-        S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003, key=key_noise,
-    )  # fmt: skip
-    np.testing.assert_allclose(x[3], direct, rtol=1e-5, atol=1e-6)
+
+    @jax.jit
+    @jax.vmap
+    def direct_heun(key):  # per example, no batching: also shows batch_size changes nothing
+        key_init, key_noise = jax.random.split(key)
+        x0 = 80.0 * jax.random.normal(key_init, (2, 2))
+        denoiser = E.denoiser_from_eps(model)
+        return E.heun_sampler(denoiser, x0, sigmas, S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003, key=key_noise)
+
+    np.testing.assert_allclose(x, direct_heun(jax.random.split(KEY, 5)), rtol=1e-5, atol=1e-6)
     # VP samplers: the steps follow the schedule, and the result is the final denoised x̂
     schedule = E.Cosine(-9.0, 9.0)
     logsnrs = ev.sampler_steps("ddim", 4, schedule=schedule)
     np.testing.assert_allclose(logsnrs, schedule.logsnr(1.0 - jnp.arange(5) / 4), rtol=1e-6)
     y = ev.generate(model, 2, (2, 2), key=KEY, sampler="ddim", steps=4, schedule=schedule)
-    key_init, _ = jax.random.split(jax.random.split(KEY, 2)[1])
-    a0, s0 = E.alpha_sigma(logsnrs[0])
-    z = E.ddim_sampler(model, s0 * jax.random.normal(key_init, (2, 2)), logsnrs)
-    a, s = E.alpha_sigma(logsnrs[-1])
-    np.testing.assert_allclose(y[1], (z - s * model(z, logsnrs[-1])) / a, rtol=1e-5, atol=1e-6)
+
+    @jax.jit
+    def direct_ddim(key):
+        _, s0 = E.alpha_sigma(logsnrs[0])
+        z = E.ddim_sampler(model, s0 * jax.random.normal(jax.random.split(key)[0], (2, 2)), logsnrs)
+        a, s = E.alpha_sigma(logsnrs[-1])
+        return (z - s * model(z, logsnrs[-1])) / a
+
+    np.testing.assert_allclose(y[1], direct_ddim(jax.random.split(KEY, 2)[1]), rtol=1e-5, atol=1e-6)
 
 
 def test_sampler_steps_default_vp_levels_are_edm_levels():
@@ -459,21 +463,21 @@ def test_classifier_is_accurate_deterministic_and_cached(fast_classifier, digits
     # the cached weights are reused (training would fail here) and identical
     monkeypatch.setattr(ev.frechet, "train_classifier", lambda *a, **k: pytest.fail("retrained"))
     loaded = ev.load_classifier(FAST, cache_dir=cache)
-    assert eqx.tree_equal(loaded, classifier) is True
+    assert bool(eqx.tree_equal(loaded, classifier))
     monkeypatch.undo()
     # a second training run from scratch gives bit-identical weights
-    assert eqx.tree_equal(ev.train_classifier(FAST), classifier) is True
+    assert bool(eqx.tree_equal(ev.train_classifier(FAST), classifier))
     assert ev.ClassifierConfig(steps=401).digest() != FAST.digest()
 
 
 def test_classifier_cache_recovers_from_a_corrupt_file(tmp_path):
-    config = ev.ClassifierConfig(hidden=(16,), steps=20)
+    config = FAST
     path = ev.classifier_path(config, tmp_path)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not an equinox file")
     with pytest.warns(UserWarning, match="unreadable classifier cache"):
         model = ev.load_classifier(config, cache_dir=tmp_path)
-    assert eqx.tree_equal(ev.load_classifier(config, cache_dir=tmp_path), model) is True
+    assert bool(eqx.tree_equal(ev.load_classifier(config, cache_dir=tmp_path), model))
 
 
 def test_frechet_classifier_distance_separates_data_from_noise(fast_classifier, digits):
@@ -485,8 +489,8 @@ def test_frechet_classifier_distance_separates_data_from_noise(fast_classifier, 
     assert fd_data < 0.02 * fd_noise
     mu, cov = ev.feature_statistics(classifier, test)
     feats = np.asarray(jax.vmap(classifier.features)(jnp.asarray(test)), np.float64)
-    np.testing.assert_allclose(mu, feats.mean(0), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(cov, np.cov(feats.T), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mu, feats.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(cov, np.cov(feats.T), rtol=1e-5, atol=1e-5)  # float32 features
 
 
 @pytest.mark.slow

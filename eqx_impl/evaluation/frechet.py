@@ -160,7 +160,8 @@ def _train_chunk(model, opt_state, x, labels, key, first_step, num_steps, batch_
         params, opt_state = carry
         index = jax.random.permutation(jax.random.fold_in(key, i), x.shape[0])[:batch_size]
         loss, grads = jax.value_and_grad(lambda p: loss_fn(eqx.combine(p, static), x[index], labels[index]))(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 step count with floats
+            updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
     steps = first_step + jnp.arange(num_steps)

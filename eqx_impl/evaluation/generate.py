@@ -163,7 +163,7 @@ def generate(
     if not math.isfinite(sigma_data) or sigma_data < 0:
         raise ValueError(f"sigma_data must be a finite number >= 0, got {sigma_data}.")
     levels = sampler_steps(sampler, steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, schedule=schedule)
-    if sampler not in _EDM_SAMPLERS and not bool(jnp.all(jnp.diff(levels) > 0)):
+    if sampler not in _EDM_SAMPLERS and not np.all(np.diff(np.asarray(levels)) > 0):
         raise ValueError("the log-SNR steps must increase; is the schedule decreasing in t?")
     churn = (float(S_churn), float(S_min), float(S_max), float(S_noise))
     keys = jax.random.split(key, int(num))

@@ -36,9 +36,7 @@ class SelfAttention(eqx.Module):
         self.out = eqx.nn.Conv2d(channels, channels, 1, key=out_key)
         self.num_heads = num_heads
 
-    def __call__(
-        self, x: Float[Array, "channels height width"]
-    ) -> Float[Array, "channels height width"]:
+    def __call__(self, x: Float[Array, "channels height width"]) -> Float[Array, "channels height width"]:
         """**Returns:** the attended feature map, shape like `x`."""
         c, height, width = x.shape
         head_dim = c // self.num_heads

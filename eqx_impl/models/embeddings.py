@@ -81,13 +81,9 @@ class NoiseEmbedding(eqx.Module):
 
     def __check_init__(self):
         if self.num_features < 2 or self.num_features % 2:
-            raise ValueError(
-                f"num_features must be a positive even number, got {self.num_features}."
-            )
+            raise ValueError(f"num_features must be a positive even number, got {self.num_features}.")
         if not 0.0 < self.min_period <= self.max_period:
-            raise ValueError(
-                f"Need 0 < min_period <= max_period, got {self.min_period}, {self.max_period}."
-            )
+            raise ValueError(f"Need 0 < min_period <= max_period, got {self.min_period}, {self.max_period}.")
 
     def __call__(self, logsnr: ScalarLike) -> Float[Array, " embed_dim"]:
         """**Returns:** the embedding of one $\\lambda$, shape `(embed_dim,)`."""

@@ -46,9 +46,7 @@ class MLP(eqx.Module):
         max_period: float = 200.0,
     ):
         if depth < 1 or width < 1 or data_dim < 1:
-            raise ValueError(
-                f"MLP needs data_dim, width and depth >= 1, got {data_dim}, {width}, {depth}."
-            )
+            raise ValueError(f"MLP needs data_dim, width and depth >= 1, got {data_dim}, {width}, {depth}.")
         embed_key, layers_key, cond_key, out_key = jax.random.split(key, 4)
         self.embedding = NoiseEmbedding(
             num_features, embed_dim, key=embed_key, min_period=min_period, max_period=max_period
@@ -57,13 +55,9 @@ class MLP(eqx.Module):
         sizes = [in_dim] + [width] * depth
         self.layers = tuple(
             eqx.nn.Linear(m, n, key=k)
-            for m, n, k in zip(
-                sizes[:-1], sizes[1:], jax.random.split(layers_key, depth), strict=True
-            )
+            for m, n, k in zip(sizes[:-1], sizes[1:], jax.random.split(layers_key, depth), strict=True)
         )
-        self.conditioning = tuple(
-            eqx.nn.Linear(embed_dim, width, key=k) for k in jax.random.split(cond_key, depth)
-        )
+        self.conditioning = tuple(eqx.nn.Linear(embed_dim, width, key=k) for k in jax.random.split(cond_key, depth))
         output = eqx.nn.Linear(width, data_dim, key=out_key)
         if zero_init_output:
             output = eqx.tree_at(

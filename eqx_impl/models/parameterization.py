@@ -51,9 +51,7 @@ class EpsModel(eqx.Module):
         self.sigma_data = _validate.positive("sigma_data", sigma_data)
         self.normalize_input = (target == "F") if normalize_input is None else bool(normalize_input)
 
-    def __call__(
-        self, z: Data, logsnr: ScalarLike, *, key: PRNGKeyArray | None = None
-    ) -> Float[Array, "*dims"]:
+    def __call__(self, z: Data, logsnr: ScalarLike, *, key: PRNGKeyArray | None = None) -> Float[Array, "*dims"]:
         r"""$\hat\epsilon(z; \lambda)$ for one example; `key` (dropout) goes to the network.
 
         **Returns:** $\hat\epsilon$, shape like `z`.

@@ -45,11 +45,7 @@ class ResBlock(eqx.Module):
         self.norm2 = eqx.nn.GroupNorm(groups, out_channels)
         self.dropout = eqx.nn.Dropout(dropout)
         self.conv2 = eqx.nn.Conv2d(out_channels, out_channels, 3, padding=1, key=conv2_key)
-        self.skip = (
-            None
-            if in_channels == out_channels
-            else eqx.nn.Conv2d(in_channels, out_channels, 1, key=skip_key)
-        )
+        self.skip = None if in_channels == out_channels else eqx.nn.Conv2d(in_channels, out_channels, 1, key=skip_key)
 
     def __call__(
         self,

@@ -87,9 +87,7 @@ class UNet(eqx.Module):
                 "(GroupNorm); change the widths or the number of groups."
             )
         if any(not 0 <= i < len(channels) for i in attention_levels):
-            raise ValueError(
-                f"attention_levels={attention_levels} must index levels 0..{len(channels) - 1}."
-            )
+            raise ValueError(f"attention_levels={attention_levels} must index levels 0..{len(channels) - 1}.")
         num_features = channels[0] if num_features is None else num_features
         embed_dim = 4 * channels[0] if embed_dim is None else embed_dim
         (embed_key, in_key, down_key, mid_key, up_key, out_key) = jax.random.split(key, 6)
@@ -129,9 +127,7 @@ class UNet(eqx.Module):
         mid1_key, mid_attn_key, mid2_key = jax.random.split(mid_key, 3)
         self.mid_block1 = block(width, width, mid1_key)
         self.mid_attention = (
-            SelfAttention(width, key=mid_attn_key, num_heads=num_heads, groups=groups)
-            if mid_attention
-            else None
+            SelfAttention(width, key=mid_attn_key, num_heads=num_heads, groups=groups) if mid_attention else None
         )
         self.mid_block2 = block(width, width, mid2_key)
 

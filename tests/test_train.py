@@ -1,0 +1,233 @@
+"""The training step and loop: stratified times, the in-step adaptive update, the learned
+schedule's variance gradient, determinism, the loss going down on a toy, the pre-flight
+check, and run-directory outputs."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eqx_impl as ex
+import reference as ref
+from eqx_impl.analytic import GaussianMixture
+from eqx_impl.train import (
+    PreflightError,
+    build,
+    registry,
+    run_preflight,
+    run_steps,
+    stratified_uniforms,
+    train,
+)
+from eqx_impl.train.preflight import check_or_raise
+from eqx_impl.train.step import batch_losses
+from tests.train_helpers import tiny_config
+
+
+def _batch(setup, step=0, batch_size=32):
+    data = np.asarray(setup.dataset.model_data("train"))
+    return jnp.asarray(data[step * batch_size : (step + 1) * batch_size])
+
+
+def _same(a, b) -> bool:
+    la = jax.tree.leaves(eqx.filter(a, eqx.is_array))
+    lb = jax.tree.leaves(eqx.filter(b, eqx.is_array))
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True))
+
+
+def test_stratified_uniforms_one_per_stratum():
+    for seed in range(5):
+        u = np.asarray(stratified_uniforms(jax.random.key(seed), 16))
+        assert np.all((u >= 0) & (u < 1))
+        assert np.array_equal(np.sort(np.floor(u * 16)), np.arange(16))
+        # all share the offset u0 = u_0: u_i = (u_0 + i/B) mod 1
+        np.testing.assert_allclose(np.mod(u - u[0], 1.0) * 16, np.arange(16), atol=1e-4)
+
+
+def test_adaptive_state_is_updated_inside_the_step():
+    """One jitted step updates the adaptive EMAs with exactly w(λ)ℓ = 2p(λ)L̂ of its batch."""
+    setup = build(tiny_config(schedule="adaptive", schedule_args={"decay": 0.9, "n_bins": 20}))
+    state0, trainer = setup.initial, setup.trainer
+    x = _batch(setup)
+    state1, metrics = run_steps(trainer, state0, jnp.asarray(x), jnp.arange(32, dtype=jnp.int32)[None])
+    # Independent recomputation from the step's key.
+    k_u, k_eps, _ = jax.random.split(jax.random.fold_in(state0.base_key, 0), 3)
+    u = stratified_uniforms(k_u, 32)
+    eps = jax.random.normal(k_eps, x.shape)
+    adaptive = setup.proposal.adaptive
+    logsnr, density = adaptive.sample(state0.proposal_state, u)
+    losses = batch_losses(state0.model, setup.weighting, x, logsnr, eps, density)
+    expected = adaptive.update(state0.proposal_state, logsnr, 2.0 * density * losses)
+    assert int(np.sum(state0.proposal_state.count)) == 0
+    np.testing.assert_array_equal(state1.proposal_state.count, expected.count)
+    np.testing.assert_allclose(state1.proposal_state.ema, expected.ema, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(metrics["loss"][0], np.mean(losses), rtol=1e-5)
+    # Stratified: the 32 draws fall in distinct bins' quantiles -> several bins hit at once.
+    assert int(np.sum(state1.proposal_state.count)) >= 10
+    # and the proposal is no longer uniform
+    masses = np.asarray(adaptive.bin_masses(state1.proposal_state))
+    assert masses.max() / masses.min() > 2
+
+
+def test_learned_schedule_gets_the_second_moment_gradient():
+    """The step's schedule gradient equals jax.grad of mean(L̂²) in the schedule parameters
+    (with the model fixed), and the model gradient equals jax.grad of mean(L̂)."""
+    setup = build(tiny_config(schedule="learned", schedule_args={"width": 16}))
+    state, trainer = setup.initial, setup.trainer
+    x = _batch(setup)
+    g = trainer.gradients(state, x)
+    k_u, k_eps, _ = jax.random.split(state.step_key(), 3)
+    u = stratified_uniforms(k_u, 32)
+    eps = jax.random.normal(k_eps, x.shape)
+
+    def losses(model, schedule):
+        logsnr = schedule.logsnr(u)
+        density = -1.0 / schedule.dlogsnr_dt(u)
+        return batch_losses(model, setup.weighting, x, logsnr, eps, density)
+
+    direct_sched = eqx.filter_grad(lambda s: jnp.mean(losses(state.model, s) ** 2))(state.proposal_state)
+    direct_model = eqx.filter_grad(lambda m: jnp.mean(losses(m, state.proposal_state)))(state.model)
+    for name in ("l1_weight", "l1_bias", "l2_weight", "l2_bias", "l3_weight"):
+        got, want = getattr(g.schedule_grads, name), getattr(direct_sched, name)
+        scale = float(jnp.max(jnp.abs(want)))
+        assert scale > 0, name
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * scale, err_msg=name)
+    for got, want in zip(jax.tree.leaves(g.model_grads), jax.tree.leaves(direct_model), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # With fixed endpoints the mean does not depend on the schedule, so the gradient of
+    # l1's bias (a pure shift of γ, removed by the renormalisation) is zero.
+    assert abs(float(g.schedule_grads.l1_bias)) <= 1e-4 * float(jnp.max(jnp.abs(direct_sched.l3_weight)))
+    # One step moves the schedule parameters.
+    idx = jnp.arange(32, dtype=jnp.int32)[None]
+    state1, _ = run_steps(trainer, state, x, idx)
+    assert not np.array_equal(state1.proposal_state.l3_weight, state.proposal_state.l3_weight)
+    assert int(state1.step) == 1
+
+
+def test_learned_schedule_reduces_the_estimator_second_moment():
+    """Training only the schedule (model frozen, lr 0) lowers E[L̂²] on a fixed evaluation set."""
+    config = tiny_config(schedule="learned", schedule_args={"width": 16}, steps=60)
+    config.optim.lr = 1e-12
+    config.optim.schedule_lr = 3e-2
+    setup = build(config)
+    data = jnp.asarray(setup.dataset.model_data("train"))
+    rng = np.random.default_rng(0)
+    idx = jnp.asarray(rng.integers(0, len(data), (60, 32)), jnp.int32)
+    state, _ = run_steps(setup.trainer, setup.initial, data, idx)
+    x = data[:256]
+    eps = jax.random.normal(jax.random.key(7), x.shape)
+    u = (jnp.arange(256, dtype=jnp.float32) + 0.5) / 256
+
+    def second_moment(schedule):
+        losses = batch_losses(
+            setup.initial.model, setup.weighting, x, schedule.logsnr(u), eps, -1.0 / schedule.dlogsnr_dt(u)
+        )
+        return float(jnp.mean(losses**2)), float(jnp.mean(losses))
+
+    m2_before, m1_before = second_moment(setup.initial.proposal_state)
+    m2_after, m1_after = second_moment(state.proposal_state)
+    assert m2_after < 0.9 * m2_before
+    assert abs(m1_after - m1_before) < 0.05 * m1_before  # the mean stays (fixed endpoints)
+
+
+def test_deterministic_given_the_seed():
+    def run(seed):
+        setup = build(tiny_config(seed=seed))
+        data = jnp.asarray(setup.dataset.model_data("train"))
+        idx = jnp.asarray(np.arange(3 * 32).reshape(3, 32), jnp.int32)
+        return run_steps(setup.trainer, setup.initial, data, idx)
+
+    (a, ma), (b, mb), (c, mc) = run(0), run(0), run(1)
+    assert _same(a, b) and np.array_equal(ma["loss"], mb["loss"])
+    assert not np.array_equal(ma["loss"], mc["loss"])
+    assert not _same(a.model, c.model)
+
+
+def test_loss_decreases_on_the_mixture():
+    """300 steps halve the gap to the Bayes-optimal weighted loss (common random numbers)."""
+    config = tiny_config(schedule="cosine", steps=300, batch_size=64, width=64, lr=1e-2)
+    setup = build(config)
+    data = jnp.asarray(setup.dataset.model_data("train"))
+    rng = np.random.default_rng(0)
+    idx = jnp.asarray(rng.integers(0, len(data), (300, 64)), jnp.int32)
+    state, metrics = run_steps(setup.trainer, setup.initial, data, idx)
+    x = jnp.asarray(setup.dataset.model_data("test"))
+    n = x.shape[0]
+    schedule = setup.proposal.schedule
+    logsnr = schedule.logsnr((jnp.arange(n, dtype=jnp.float32) + 0.5) / n)
+    density = schedule.density(logsnr)
+    eps = jax.random.normal(jax.random.key(3), x.shape)
+    p = setup.dataset.params
+    mixture = GaussianMixture(*(jnp.asarray(p[k], jnp.float32) for k in ("weights", "means", "stds")))
+
+    def mean_loss(model):
+        return float(jnp.mean(batch_losses(model, setup.weighting, x, logsnr, eps, density)))
+
+    initial, final, ema = mean_loss(setup.initial.model), mean_loss(state.model), mean_loss(state.ema)
+    optimal = mean_loss(mixture.eps)
+    assert final < initial and ema < initial
+    assert ema - optimal < 0.5 * (initial - optimal)
+    assert np.mean(metrics["loss"][-50:]) < np.mean(metrics["loss"][:50])
+
+
+# --- pre-flight ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "schedule, weighting, weighting_args, target",
+    [
+        ("adaptive", "sigmoid", {"bias": 2.0}, "eps"),
+        ("learned", "elbo", {}, "v"),
+        ("edm-lognormal", "edm-monotonic", {}, "F"),
+        ("cosine", "eps-cosine-shifted", {"shift": 1.0}, "x"),
+    ],
+)
+def test_preflight_passes(schedule, weighting, weighting_args, target):
+    schedule_args = {"width": 16} if schedule == "learned" else {}
+    config = tiny_config(
+        schedule=schedule, schedule_args=schedule_args, weighting=weighting,
+        weighting_args=weighting_args, target=target,
+    )
+    setup = build(config)
+    report = run_preflight(
+        setup.config, setup.dataset, setup.weighting, setup.proposal, setup.initial.proposal_state,
+        num_points=128,
+    )
+    assert report.passed, str(report)
+    assert len(report.checks) == 4 and all(c.count > 100 for c in report.checks)
+    assert max(c.ratio for c in report.checks) < 0.5  # comfortably inside the tolerance
+    check_or_raise(report)
+
+
+class _BrokenSigmoid(ex.Sigmoid):
+    """Sigmoid with a 0.1% error above λ = 5: a bug the pre-flight must catch."""
+
+    def __call__(self, logsnr):
+        w = super().__call__(logsnr)
+        return jnp.where(jnp.asarray(logsnr) > 5.0, w * 1.001, w)
+
+
+def test_preflight_refuses_a_broken_weighting(monkeypatch, tmp_path):
+    monkeypatch.setitem(registry.WEIGHTINGS, "sigmoid", registry.Entry(_BrokenSigmoid, ref.Sigmoid))
+    config = tiny_config(schedule="cosine")
+    setup = build(config)
+    report = run_preflight(
+        setup.config, setup.dataset, setup.weighting, setup.proposal, setup.initial.proposal_state
+    )
+    assert not report.passed
+    failed = [c.name for c in report.checks if not c.passed]
+    assert len(failed) == 2
+    assert failed[0].startswith("weighting sigmoid") and failed[1].startswith("weighted loss")
+    # a 1e-3 relative error is 10x the 1e-4 tolerance
+    assert all(5.0 < c.ratio < 20.0 for c in report.checks if not c.passed)
+    worst = next(c for c in report.checks if c.name.startswith("weighting"))
+    assert 5.0 < float(worst.worst.split("logsnr=")[1]) <= 10.0
+    with pytest.raises(PreflightError, match="Training refused"):
+        check_or_raise(report)
+    with pytest.raises(PreflightError, match="FAILED"):
+        train(config, run_dir=tmp_path / "run", preflight=True, progress=False, echo=lambda _: None)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert "FAILED" in (tmp_path / "run" / "preflight.txt").read_text()
