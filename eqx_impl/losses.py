@@ -132,7 +132,9 @@ def vdm_discrete_loss(
             raise ValueError(step_out_of_range_message(f"i={int(i)}", num_steps))
     else:
         i = eqx.error_if(i, (i < 1) | (i > num_steps), step_out_of_range_message("i", num_steps))
-    t = i.astype(x.dtype) / num_steps
+    # Both ends exact (t = 1 at i = T, s = 0 at i = 1) even where a vectorised division by T is
+    # off by an ulp: a schedule as steep as EDMLogNormal's tail turns one ulp of t into 0.2 in λ.
+    t = 1.0 - (num_steps - i).astype(x.dtype) / num_steps
     s = (i - 1).astype(x.dtype) / num_steps
     logsnr_t, logsnr_s = schedule.logsnr(t), schedule.logsnr(s)
     return 0.5 * num_steps * jnp.expm1(logsnr_s - logsnr_t) * eps_loss(eps_model, x, logsnr_t, eps)

@@ -1,4 +1,4 @@
-r"""Per-example diffusion losses (SPEC §3; Kingma & Gao 2023 eq. 7; VDM, Kingma et al. 2021).
+r"""Per-example diffusion losses (SPEC §3; Kingma & Gao 2023; VDM, Kingma et al. 2021).
 
 Model convention: `eps_model(z, logsnr) -> ε̂` for one example `z` (any shape), a scalar
 log-SNR. With $z = \alpha x + \sigma\epsilon$ (variance preserving) the ε-loss is
@@ -143,7 +143,7 @@ def vdm_discrete_loss(eps_model, x, i, eps, schedule, num_steps):
     """
     num_steps = check_num_steps(num_steps)
     i = _check_step(i, num_steps)
-    logsnr_t = schedule.logsnr(np.float64(i) / num_steps)
+    logsnr_t = schedule.logsnr(1.0 - np.float64(num_steps - i) / num_steps)  # as eqx_impl: t(T) = 1
     logsnr_s = schedule.logsnr(np.float64(i - 1) / num_steps)
     return 0.5 * num_steps * np.expm1(logsnr_s - logsnr_t) * eps_loss(eps_model, x, logsnr_t, eps)
 

@@ -121,11 +121,12 @@ def figure_augmentation(out: Path) -> tuple[Path, dict[str, float]]:
         ax_pdf.semilogy(t, aug.density(t), color=color, label=name)
         ax_cdf.semilogy(t, aug.cdf(t), color=color, label=f"{name}: P(t=0) = {aug.point_mass:.2e}")
         ax_cdf.plot([0.0], [aug.point_mass], "o", color=color)
-    ax_lam.set(
-        xlabel="log-SNR λ", ylabel="-w'(λ) / w(λ_min)", title="Noise-level density in λ (schedule-free part)"
-    )
+    ax_lam.set(xlabel="log-SNR λ", ylabel="-w'(λ) / w(λ_min)", title="Noise-level density in λ (schedule-free part)")
     ax_pdf.set(
-        xlabel="t (Cosine(-10, 10))", ylabel="p_w(t) on (0, 1] (log scale)", title="Augmentation density p_w(t)", ylim=(1e-3, 1e3)
+        xlabel="t (Cosine(-10, 10))",
+        ylabel="p_w(t) on (0, 1] (log scale)",
+        title="Augmentation density p_w(t)",
+        ylim=(1e-3, 1e3),
     )
     ax_cdf.set(
         xlabel="t (Cosine(-10, 10))",

@@ -3,6 +3,8 @@ the discretised Gaussian likelihood, quadrature in t, and Monte Carlo unbiasedne
 
 import math
 
+import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import integrate, special, stats
@@ -264,3 +266,11 @@ def test_vocab_size_below_two(pkg):
         pkg.levels_to_unit(np.zeros(3), vocab_size=1)
     with pytest.raises(ValueError, match="vocab_size"):
         pkg.reconstruction_nll(np.zeros(3, dtype=int), 10.0, np.zeros(3), vocab_size=1)
+
+
+def test_step_out_of_range_traced_eqx():
+    """Under jit the step is a tracer: `eqx.error_if` raises at run time with the same message."""
+    loss = eqx.filter_jit(lambda i: E.vdm_discrete_loss(lambda z, _: z, jnp.zeros(2), i, jnp.zeros(2), E.Cosine(), 10))
+    assert float(loss(jnp.int32(10))) >= 0.0
+    with pytest.raises(RuntimeError, match="out of range for num_steps=10"):
+        loss(jnp.int32(0))

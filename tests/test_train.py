@@ -49,7 +49,7 @@ def test_stratified_uniforms_one_per_stratum():
 
 def test_adaptive_state_is_updated_inside_the_step():
     """One jitted step updates the adaptive EMAs with exactly w(λ)ℓ = 2p(λ)L̂ of its batch."""
-    setup = build(tiny_config(schedule="adaptive", schedule_args={"decay": 0.9, "n_bins": 20}))
+    setup = build(tiny_config(schedule="adaptive"))
     state0, trainer = setup.initial, setup.trainer
     x = _batch(setup)
     state1, metrics = run_steps(trainer, state0, jnp.asarray(x), jnp.arange(32, dtype=jnp.int32)[None])
@@ -66,7 +66,7 @@ def test_adaptive_state_is_updated_inside_the_step():
     np.testing.assert_allclose(state1.proposal_state.ema, expected.ema, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(metrics["loss"][0], np.mean(losses), rtol=1e-5)
     # Stratified: the 32 draws fall in distinct bins' quantiles -> several bins hit at once.
-    assert int(np.sum(state1.proposal_state.count)) >= 10
+    assert int(np.sum(state1.proposal_state.count)) >= 20
     # and the proposal is no longer uniform
     masses = np.asarray(adaptive.bin_masses(state1.proposal_state))
     assert masses.max() / masses.min() > 2
@@ -75,7 +75,7 @@ def test_adaptive_state_is_updated_inside_the_step():
 def test_learned_schedule_gets_the_second_moment_gradient():
     """The step's schedule gradient equals jax.grad of mean(L̂²) in the schedule parameters
     (with the model fixed), and the model gradient equals jax.grad of mean(L̂)."""
-    setup = build(tiny_config(schedule="learned", schedule_args={"width": 16}))
+    setup = build(_learned_config())
     state, trainer = setup.initial, setup.trainer
     x = _batch(setup)
     g = trainer.gradients(state, x)
@@ -90,16 +90,17 @@ def test_learned_schedule_gets_the_second_moment_gradient():
 
     direct_sched = eqx.filter_grad(lambda s: jnp.mean(losses(state.model, s) ** 2))(state.proposal_state)
     direct_model = eqx.filter_grad(lambda m: jnp.mean(losses(m, state.proposal_state)))(state.model)
-    for name in ("l1_weight", "l1_bias", "l2_weight", "l2_bias", "l3_weight"):
+    scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(direct_sched))
+    for name in ("l1_weight", "l2_weight", "l2_bias", "l3_weight"):
         got, want = getattr(g.schedule_grads, name), getattr(direct_sched, name)
-        scale = float(jnp.max(jnp.abs(want)))
-        assert scale > 0, name
-        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * scale, err_msg=name)
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * scale, err_msg=name)
+    for name in ("l2_weight", "l2_bias", "l3_weight"):  # the network's shape parameters
+        assert float(jnp.max(jnp.abs(getattr(g.schedule_grads, name)))) > 1e-2 * scale, name
     for got, want in zip(jax.tree.leaves(g.model_grads), jax.tree.leaves(direct_model), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-    # With fixed endpoints the mean does not depend on the schedule, so the gradient of
-    # l1's bias (a pure shift of γ, removed by the renormalisation) is zero.
-    assert abs(float(g.schedule_grads.l1_bias)) <= 1e-4 * float(jnp.max(jnp.abs(direct_sched.l3_weight)))
+    # With fixed endpoints l1's bias shifts γ, which the renormalisation removes: no gradient.
+    assert abs(float(g.schedule_grads.l1_bias)) <= 1e-5 * scale
+    assert float(direct_sched.l1_bias) == 0.0
     # One step moves the schedule parameters.
     idx = jnp.arange(32, dtype=jnp.int32)[None]
     state1, _ = run_steps(trainer, state, x, idx)
@@ -107,28 +108,32 @@ def test_learned_schedule_gets_the_second_moment_gradient():
     assert int(state1.step) == 1
 
 
-def test_learned_schedule_reduces_the_estimator_second_moment():
-    """Training only the schedule (model frozen, lr 0) lowers E[L̂²] on a fixed evaluation set."""
-    config = tiny_config(schedule="learned", schedule_args={"width": 16}, steps=60)
-    config.optim.lr = 1e-12
+def _learned_config():
+    config = tiny_config(schedule="learned", schedule_args={"width": 16})
     config.optim.schedule_lr = 3e-2
-    setup = build(config)
+    return config
+
+
+def test_learned_schedule_reduces_the_estimator_second_moment():
+    """60 steps of training the schedule lower E[L̂²] of the trained model on a fixed
+    evaluation set (compared with the initial, linear schedule) and keep E[L̂]."""
+    setup = build(_learned_config())
     data = jnp.asarray(setup.dataset.model_data("train"))
     rng = np.random.default_rng(0)
-    idx = jnp.asarray(rng.integers(0, len(data), (60, 32)), jnp.int32)
-    state, _ = run_steps(setup.trainer, setup.initial, data, idx)
+    state = setup.initial
+    for indices in rng.integers(0, len(data), (60, 1, 32)):
+        state, _ = run_steps(setup.trainer, state, data, jnp.asarray(indices, jnp.int32))
     x = data[:256]
     eps = jax.random.normal(jax.random.key(7), x.shape)
     u = (jnp.arange(256, dtype=jnp.float32) + 0.5) / 256
 
-    def second_moment(schedule):
-        losses = batch_losses(
-            setup.initial.model, setup.weighting, x, schedule.logsnr(u), eps, -1.0 / schedule.dlogsnr_dt(u)
-        )
+    def moments(schedule):
+        logsnr, density = schedule.logsnr(u), -1.0 / schedule.dlogsnr_dt(u)
+        losses = batch_losses(state.model, setup.weighting, x, logsnr, eps, density)
         return float(jnp.mean(losses**2)), float(jnp.mean(losses))
 
-    m2_before, m1_before = second_moment(setup.initial.proposal_state)
-    m2_after, m1_after = second_moment(state.proposal_state)
+    m2_before, m1_before = moments(setup.initial.proposal_state)
+    m2_after, m1_after = moments(state.proposal_state)
     assert m2_after < 0.9 * m2_before
     assert abs(m1_after - m1_before) < 0.05 * m1_before  # the mean stays (fixed endpoints)
 
@@ -148,15 +153,16 @@ def test_deterministic_given_the_seed():
 
 def test_loss_decreases_on_the_mixture():
     """300 steps halve the gap to the Bayes-optimal weighted loss (common random numbers)."""
-    config = tiny_config(schedule="cosine", steps=300, batch_size=64, width=64, lr=1e-2)
-    setup = build(config)
+    setup = build(tiny_config())
     data = jnp.asarray(setup.dataset.model_data("train"))
     rng = np.random.default_rng(0)
-    idx = jnp.asarray(rng.integers(0, len(data), (300, 64)), jnp.int32)
-    state, metrics = run_steps(setup.trainer, setup.initial, data, idx)
+    state, losses = setup.initial, []
+    for indices in rng.integers(0, len(data), (300, 1, 32)):
+        state, metrics = run_steps(setup.trainer, state, data, jnp.asarray(indices, jnp.int32))
+        losses.append(float(metrics["loss"][0]))
     x = jnp.asarray(setup.dataset.model_data("test"))
     n = x.shape[0]
-    schedule = setup.proposal.schedule
+    schedule = ex.Cosine(-10.0, 10.0)
     logsnr = schedule.logsnr((jnp.arange(n, dtype=jnp.float32) + 0.5) / n)
     density = schedule.density(logsnr)
     eps = jax.random.normal(jax.random.key(3), x.shape)
@@ -170,7 +176,7 @@ def test_loss_decreases_on_the_mixture():
     optimal = mean_loss(mixture.eps)
     assert final < initial and ema < initial
     assert ema - optimal < 0.5 * (initial - optimal)
-    assert np.mean(metrics["loss"][-50:]) < np.mean(metrics["loss"][:50])
+    assert np.mean(losses[-50:]) < np.mean(losses[:50])
 
 
 # --- pre-flight ----------------------------------------------------------------------------

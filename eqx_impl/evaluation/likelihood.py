@@ -30,8 +30,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Real
 
-from eqx_impl._typing import Array, Data, Float, PRNGKeyArray, Scalar
+from eqx_impl._typing import Array, ArrayLike, Float, PRNGKeyArray, Scalar
 from eqx_impl.data.dataset import Dataset
 from eqx_impl.evaluation.estimate import Estimate, estimate, map_batches
 from eqx_impl.losses import (
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-def stratified_times(u: Float[Array, ""], num_t: int) -> Float[Array, " num_t"]:
+def stratified_times(u: Float[ArrayLike, ""], num_t: int) -> Float[Array, " num_t"]:
     r"""$t_k = (u + k/K) \bmod 1$, $k = 0..K-1$: $K$ times, one in each stratum $[k/K, (k+1)/K)$
     (shifted by $u$); each is $U(0,1)$ when $u$ is.
 
@@ -80,10 +81,10 @@ def _check_num_levels(num_levels: int | None) -> int | None:
 
 def negative_elbo_terms(
     eps_model,
-    x: Data,
-    t: Float[Array, " num_t"],
-    eps: Float[Array, " num_t *dims"],
-    eps_recon: Data | None,
+    x: Real[ArrayLike, "*dims"],
+    t: Float[ArrayLike, " num_t"],
+    eps: Float[ArrayLike, " num_t *dims"],
+    eps_recon: Float[ArrayLike, "*dims"] | None,
     schedule: AbstractSchedule,
     num_levels: int | None = None,
 ) -> tuple[Scalar, Scalar, Scalar]:

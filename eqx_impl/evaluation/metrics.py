@@ -131,7 +131,7 @@ def mmd2(
     x: npt.ArrayLike,
     y: npt.ArrayLike,
     *,
-    bandwidths: Sequence[float] | None = None,
+    bandwidths: Sequence[float] | npt.ArrayLike | None = None,
     block_size: int = 512,
 ) -> float:
     r"""Unbiased estimate (U-statistic) of the squared maximum mean discrepancy.

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,10 +30,16 @@ import yaml
 
 from eqx_impl import data as data_lib
 from eqx_impl.train import checkpoint as ckpt
-from eqx_impl.train.config import Config, ConfigError, config_to_dict, dump_config
+from eqx_impl.train.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+)
 from eqx_impl.train.evaluate import draw_samples, evaluate_model, save_samples
 from eqx_impl.train.files import atomic_write_text
-from eqx_impl.train.optim import learning_rate, model_optimizer, schedule_optimizer
+from eqx_impl.train.optim import learning_rate
 from eqx_impl.train.plots import plot_loss_curve, plot_proposal
 from eqx_impl.train.preflight import PreflightReport, check_or_raise, run_preflight
 from eqx_impl.train.progress import MetricsLog, ProgressBar, read_metrics
@@ -44,8 +51,8 @@ from eqx_impl.train.registry import (
     build_weighting,
     resolve,
 )
-from eqx_impl.train.state import TrainState, initial_state
-from eqx_impl.train.step import Trainer, run_steps
+from eqx_impl.train.state import TrainState
+from eqx_impl.train.step import Trainer, init_state, run_steps
 
 __all__ = ["Setup", "TrainResult", "TrainingDiverged", "build", "train", "write_plots"]
 
@@ -63,6 +70,26 @@ RESUMABLE_CHANGES = {
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last checkpoint."""
+
+
+def _frozen(config: Config, *sections: str) -> str:
+    """Sections of the config as canonical JSON: a hashable, static argument for `jit`."""
+    values = config_to_dict(config)
+    return json.dumps({name: values[name] for name in sections}, sort_keys=True)
+
+
+# Initialisation runs under `jit`: eagerly, every distinct parameter shape would compile its
+# own random-number kernels (tens of seconds for a U-Net on a small CPU). The static
+# arguments are hashable, so equal configs reuse the compiled initialisers.
+@eqx.filter_jit
+def _init_model(frozen_config: str, shape: tuple[int, ...], key):
+    config = config_from_dict(json.loads(frozen_config))
+    return build_model(config, shape, config.model.sigma_data, key=key)
+
+
+@eqx.filter_jit
+def _init_schedule(frozen_config: str, key):
+    return build_schedule(config_from_dict(json.loads(frozen_config)), key=key)
 
 
 @dataclass
@@ -88,14 +115,13 @@ def build(config: Config, dataset: data_lib.Dataset | None = None) -> Setup:
     o = config.objective
     key = jax.random.key(config.train.seed)
     k_model, k_schedule, k_train = jax.random.split(key, 3)
-    model = build_model(config, dataset.shape, config.model.sigma_data, key=k_model)
-    proposal = make_proposal(build_schedule(config, key=k_schedule))
+    model_spec = _frozen(config, "model", "objective")
+    model = _init_model(model_spec, tuple(dataset.shape), k_model)
+    proposal = make_proposal(_init_schedule(_frozen(config, "objective"), k_schedule))
     weighting = build_weighting(o.weighting, o.weighting_args, (o.logsnr_min, o.logsnr_max))
-    optimizer = model_optimizer(config.optim, config.train.steps)
-    proposal_optimizer = schedule_optimizer(config.optim) if proposal.trainable else None
     dropout = float(config.model.args.get("dropout", 0.0)) > 0.0
-    trainer = Trainer(weighting, proposal, optimizer, proposal_optimizer, config.optim.ema_decay, dropout)
-    state = initial_state(model, optimizer, proposal, proposal_optimizer, key=k_train)
+    trainer = Trainer.create(weighting, proposal, config.optim, config.train.steps, dropout)
+    state = init_state(trainer, model, k_train)
     return Setup(config, dataset, weighting, proposal, trainer, state)
 
 
@@ -255,7 +281,7 @@ def train(
                     "loss": float(np.mean(window["loss"])),
                     "loss_std": float(np.mean(window["loss_std"])),
                     "grad_norm": float(np.mean(window["grad_norm"])),
-                    "lr": float(lr_at(step - 1)),
+                    "lr": _lr(lr_at, step - 1),
                     "steps_per_sec": rate,
                     "elapsed_s": now - train_t0,
                 }
@@ -306,6 +332,11 @@ def train(
         summary["final_loss"] = rows[-1]["loss"]
     atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2, default=_jsonable) + "\n")
     return result
+
+
+def _lr(schedule, step: int) -> float:
+    with jax.numpy_dtype_promotion("standard"):  # optax schedules mix ints and floats
+        return float(schedule(step))
 
 
 def _step_of(path: Path) -> int:

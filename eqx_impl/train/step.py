@@ -19,6 +19,7 @@ $$\bar{\mathcal L} = \frac1B\sum_i \hat{\mathcal L}_i,\qquad
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -28,12 +29,13 @@ import jax.numpy as jnp
 import optax
 
 from eqx_impl.losses import weighted_loss
-from eqx_impl.train.optim import ema_decay_at, ema_update
+from eqx_impl.train.config import OptimConfig
+from eqx_impl.train.optim import ema_decay_at, ema_update, model_optimizer, schedule_optimizer
 from eqx_impl.train.proposal import AbstractProposal
-from eqx_impl.train.state import TrainState
+from eqx_impl.train.state import TrainState, initial_state
 from eqx_impl.weightings import AbstractWeighting
 
-__all__ = ["Gradients", "Trainer", "batch_losses", "run_steps", "stratified_uniforms"]
+__all__ = ["Gradients", "Trainer", "batch_losses", "init_state", "run_steps", "stratified_uniforms"]
 
 
 def stratified_uniforms(key, batch_size: int, dtype=jnp.float32):
@@ -77,10 +79,41 @@ class Trainer(eqx.Module):
 
     weighting: AbstractWeighting
     proposal: AbstractProposal
-    optimizer: optax.GradientTransformation
-    proposal_optimizer: optax.GradientTransformation | None
-    ema_decay: float = eqx.field(static=True)
+    optim: tuple = eqx.field(static=True)  # the fields of an OptimConfig (hashable)
+    total_steps: int = eqx.field(static=True)
     dropout: bool = eqx.field(static=True, default=False)
+
+    # The optimisers are rebuilt from the static settings where they are used, so two
+    # trainers built from equal configs are equal pytrees and share compiled steps.
+
+    @classmethod
+    def create(cls, weighting, proposal, optim: OptimConfig, total_steps: int, dropout=False):
+        """**Returns:** a `Trainer` for these ingredients and optimiser settings."""
+        # The step count matters only to a decaying learning rate; leaving it out otherwise
+        # lets runs of different lengths share one compiled step.
+        total_steps = int(total_steps) if optim.lr_decay != "constant" else 0
+        return cls(weighting, proposal, dataclasses.astuple(optim), total_steps, bool(dropout))
+
+    @property
+    def optim_config(self) -> OptimConfig:
+        return OptimConfig(*self.optim)
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation:
+        """AdamW with warm-up and clipping for the model (see `optim.model_optimizer`)."""
+        return model_optimizer(self.optim_config, self.total_steps)
+
+    @property
+    def proposal_optimizer(self) -> optax.GradientTransformation | None:
+        """Adam for a learned schedule, else `None`."""
+        return schedule_optimizer(self.optim_config) if self.proposal.trainable else None
+
+    def init(self, model, *, key) -> TrainState:
+        """The initial state for `model`; `key` (typed) is the run's base key.
+
+        **Returns:** a `TrainState` at step 0.
+        """
+        return initial_state(model, self.optimizer, self.proposal, self.proposal_optimizer, key=key)
 
     def losses(self, model, x, logsnr, eps, density, keys):
         """Per-example $\\hat{\\mathcal L}_i$; see `batch_losses`. **Returns:** shape `(B,)`."""
@@ -134,16 +167,18 @@ class Trainer(eqx.Module):
         """
         g = self.gradients(state, x)
         params = eqx.filter(state.model, eqx.is_inexact_array)
-        updates, opt_state = self.optimizer.update(g.model_grads, state.opt_state, params)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 count with floats
+            updates, opt_state = self.optimizer.update(g.model_grads, state.opt_state, params)
         model = eqx.apply_updates(state.model, updates)
-        ema = ema_update(state.ema, model, ema_decay_at(self.ema_decay, state.step))
+        ema = ema_update(state.ema, model, ema_decay_at(self.optim_config.ema_decay, state.step))
 
         proposal_state, proposal_opt_state = state.proposal_state, state.proposal_opt_state
         if self.proposal.trainable:
             sched_params = eqx.filter(proposal_state, eqx.is_inexact_array)
-            sched_updates, proposal_opt_state = self.proposal_optimizer.update(
-                g.schedule_grads, proposal_opt_state, sched_params
-            )
+            with jax.numpy_dtype_promotion("standard"):
+                sched_updates, proposal_opt_state = self.proposal_optimizer.update(
+                    g.schedule_grads, proposal_opt_state, sched_params
+                )
             proposal_state = eqx.apply_updates(proposal_state, sched_updates)
         else:
             # w(λ)·ℓ = 2 p(λ) L̂: what the adaptive proposal tracks (a no-op for fixed ones).
@@ -161,15 +196,21 @@ class Trainer(eqx.Module):
         metrics = {
             "loss": g.loss,
             "loss_std": jnp.std(g.losses),
-            "grad_norm": optax.global_norm(g.model_grads),
+            "grad_norm": optax.tree.norm(g.model_grads),
         }
         return new_state, metrics
 
     def steps(self, state: TrainState, data, indices) -> tuple[TrainState, dict]:
         """`indices.shape[0]` steps in a `lax.scan`; step `j` trains on `data[indices[j]]`.
+        (Prefer one step per dispatch for convolutional networks on CPU; see below.)
 
         **Returns:** `(final state, metrics stacked over the steps)`.
         """
+        if indices.shape[0] == 1:
+            # No loop for a single step: XLA:CPU runs channel-first convolutions inside a
+            # while loop an order of magnitude slower than outside one (jax-ml/jax#12868).
+            state, metrics = self.step(state, data[indices[0]])
+            return state, jax.tree.map(lambda m: m[None], metrics)
         # Only arrays go through the scan carry; Python leaves (e.g. a Dropout's `inference`
         # flag) stay static.
         dynamic, static = eqx.partition(state, eqx.is_array)
@@ -180,6 +221,15 @@ class Trainer(eqx.Module):
 
         dynamic, metrics = jax.lax.scan(body, dynamic, indices)
         return eqx.combine(dynamic, static), metrics
+
+
+@eqx.filter_jit
+def init_state(trainer: Trainer, model, key) -> TrainState:
+    """`trainer.init(model, key=key)` under `jit` (one compilation, not one per leaf shape).
+
+    **Returns:** a `TrainState` at step 0.
+    """
+    return trainer.init(model, key=key)
 
 
 @eqx.filter_jit

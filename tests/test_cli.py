@@ -1,0 +1,241 @@
+"""Configs (load, override, errors) and the `weighted-elbo` command line: `--help` for every
+subcommand, a tiny end-to-end `train` run and the `sample`/`evaluate`/`plot` commands on it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eqx_impl.cli import main
+from eqx_impl.train import ConfigError, build, config_to_dict, load_config
+from eqx_impl.train.registry import resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- configs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["digits", "gmm"])
+def test_shipped_configs_load_and_resolve(name):
+    path = ROOT / "configs" / f"{name}.yaml"
+    config = load_config(path)
+    raw = yaml.safe_load(path.read_text())
+    assert config.data.name == raw["data"]["name"] == name
+    assert config.objective.weighting == raw["objective"]["weighting"]
+    assert config.objective.schedule == raw["objective"]["schedule"]
+    assert config.train.steps == raw["train"]["steps"]
+    resolved = resolve(config)
+    assert resolved.model.sigma_data > 0
+
+
+def test_digits_config_is_the_main_job():
+    config = load_config(ROOT / "configs" / "digits.yaml")
+    assert (config.objective.weighting, config.objective.weighting_args) == ("sigmoid", {"bias": 2.0})
+    assert config.objective.schedule == "adaptive"
+    assert {"bpd", "fd"} <= set(config.eval.metrics)
+
+
+def test_overrides_set_fields_and_arguments():
+    config = load_config(
+        ROOT / "configs" / "gmm.yaml",
+        [
+            "train.steps=2000",
+            "objective.weighting=sigmoid",
+            "objective.weighting_args.bias=3",
+            "model.args.channels=[8, 16]",
+            "optim.lr=1e-3",  # YAML 1.1 reads this as a string; the float field converts it
+            "objective.logsnr_min=null",
+            "eval.metrics=[bpd]",
+            "train.preflight=false",
+        ],
+    )
+    assert config.train.steps == 2000 and isinstance(config.train.steps, int)
+    assert config.objective.weighting_args["bias"] == 3
+    assert config.model.args["channels"] == [8, 16]
+    assert config.optim.lr == 1e-3 and config.objective.logsnr_min is None
+    assert config.eval.metrics == ["bpd"] and config.train.preflight is False
+
+
+def test_json_configs_load(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"train": {"steps": 7}, "objective": {"weighting": "elbo"}}))
+    config = load_config(path)
+    assert config.train.steps == 7 and config.objective.weighting == "elbo"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trian.steps=3"], "unknown section 'trian'; the sections are: data, model, objective"),
+        (["train.stepz=3"], "unknown key train.stepz; the keys of train are: steps, batch_size"),
+        (["train.steps=abc"], "train.steps must be an integer, got 'abc'"),
+        (["train.steps=0"], "train.steps must be an integer >= 1, got 0"),
+        (["optim.lr=-1"], "optim.lr must be a positive number"),
+        (["optim.ema_decay=1.5"], r"optim.ema_decay must be in \[0, 1\)"),
+        (["objective.target=z"], "objective.target must be one of eps, x, v, F"),
+        (["eval.metrics=[fid]"], r"eval.metrics\[0\] must be one of bpd, fd"),
+        (["objective.logsnr_min=5", "objective.logsnr_max=1"], "below objective.logsnr_max"),
+        (["train.steps"], "must look like section.key=value"),
+    ],
+)
+def test_config_errors_are_clear(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["objective.weighting=sigmoidd"], "unknown weighting 'sigmoidd'; known: edm, elbo, eps-cosine"),
+        (["objective.schedule=cosin"], "unknown schedule 'cosin'; known: adaptive, cosine"),
+        (["objective.weighting_args.gamma=2"], "weighting 'sigmoid' takes no argument 'gamma'; its arguments are: bias"),
+        (["objective.weighting=eps-cosine-shifted"], "needs a 'shift'"),
+        (["objective.schedule_args.n_bins=0"], "n_bins must be >= 1"),
+        (["objective.schedule=ddpm-linear"], "set objective.logsnr_min and objective.logsnr_max to null"),
+        (["model.name=resnet"], "unknown model 'resnet'; known: mlp, unet"),
+        (["data.name=cifar100"], "Unknown data set 'cifar100'; available:"),
+    ],
+)
+def test_unknown_names_list_the_known_ones(overrides, message):
+    config = load_config(None, ["data.name=gmm", "data.args.num_train=64", "data.args.num_test=64", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        resolve(config)
+
+
+def test_ddpm_linear_takes_its_own_interval():
+    config = load_config(None, ["objective.schedule=ddpm-linear", "objective.logsnr_min=null", "objective.logsnr_max=null",
+                                "data.args.num_train=64", "data.args.num_test=64"])
+    resolved = resolve(config)
+    import reference as ref
+
+    schedule = ref.DDPMLinear()
+    assert resolved.objective.logsnr_min == pytest.approx(schedule.logsnr_min, rel=1e-12)
+    assert resolved.objective.logsnr_max == pytest.approx(schedule.logsnr_max, rel=1e-12)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="Config file .*missing.yaml' not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [steps: 3\n")
+    with pytest.raises(ConfigError, match="Cannot parse config file .*bad.yaml"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n")
+    with pytest.raises(ConfigError, match="must hold a mapping of sections"):
+        load_config(scalar)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(ROOT / "configs" / "gmm.yaml", ["data.args.num_train=64"])
+    setup = build(config)
+    from eqx_impl.train.config import dump_config
+
+    dump_config(setup.config, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert config_to_dict(again) == config_to_dict(setup.config)
+    assert again.model.sigma_data == pytest.approx(setup.dataset.sigma_data)
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "evaluate", "plot"])
+def test_help_for_each_subcommand(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: weighted-elbo {command}")
+    assert "--run-dir" in out
+
+
+def test_module_entry_point_help():
+    done = subprocess.run(
+        [sys.executable, "-m", "eqx_impl", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    for command in ("train", "sample", "evaluate", "plot"):
+        assert command in done.stdout
+
+
+def test_errors_exit_with_a_message(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml' not found" in capsys.readouterr().err
+    assert main(["train", "--set", "objective.weighting=foo", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "unknown weighting 'foo'" in capsys.readouterr().err
+    assert main(["sample", "--run-dir", str(tmp_path / "absent")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+TINY = [
+    "data.args.num_train=256",
+    "data.args.num_test=128",
+    "model.args={width: 32, depth: 2, embed_dim: 16, num_features: 8}",
+    "train.steps=20",
+    "train.batch_size=32",
+    "train.log_every=5",
+    "train.checkpoint_every=10",
+    "train.steps_per_dispatch=5",
+    "eval.num_samples=64",
+    "eval.sampling_steps=4",
+    "eval.batch_size=64",
+    "eval.bpd_examples=32",
+    "eval.metrics=[bpd, gmm_nll, mmd]",
+]
+
+
+def test_end_to_end_train_sample_evaluate_plot(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--config", str(ROOT / "configs" / "gmm.yaml"), "--set", *TINY,
+                 "--run-dir", str(run), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for name in ("config.yaml", "preflight.txt", "metrics.jsonl", "loss_curve.png", "proposal.png",
+                 "samples.png", "eval.json"):
+        assert (run / name).is_file(), name
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["ckpt-00000010.eqx", "ckpt-00000020.eqx"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [5, 10, 15, 20]
+    assert all({"loss", "steps_per_sec", "grad_norm", "lr"} <= set(r) for r in rows)
+    summary = json.loads((run / "eval.json").read_text())
+    assert summary["step"] == 20 and summary["final_loss"] == rows[-1]["loss"]
+    assert {"bpd", "gmm_nll_samples", "mmd2"} <= set(summary["evaluation"])
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["steps"] == 20 and saved["model"]["sigma_data"] > 0
+    assert "pre-flight" in out and "bpd" in out and "samples:" in out
+    assert (run / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Resuming a finished run does nothing new; a different config in the same directory is refused.
+    assert main(["train", "--config", str(ROOT / "configs" / "gmm.yaml"), "--set", *TINY, "objective.weighting=elbo",
+                 "--run-dir", str(run), "--no-progress", "--no-eval"]) == 2
+    assert "different configuration" in capsys.readouterr().err
+
+    assert main(["sample", "--run-dir", str(run), "--num", "16", "--steps", "3", "--sampler", "ddim",
+                 "--out", str(tmp_path / "s.png"), "--npy", str(tmp_path / "s.npy"), "--no-progress"]) == 0
+    assert (tmp_path / "s.png").is_file()
+    import numpy as np
+
+    assert np.load(tmp_path / "s.npy").shape == (16, 2)
+    assert main(["evaluate", "--run-dir", str(run), "--metrics", "sliced_wasserstein", "--no-progress"]) == 0
+    record = json.loads((run / "evaluation.json").read_text())
+    assert record["step"] == 20 and record["sliced_wasserstein"] > 0
+    (run / "loss_curve.png").unlink()
+    assert main(["plot", "--run-dir", str(run)]) == 0
+    assert (run / "loss_curve.png").is_file()
+    capsys.readouterr()
+
+    # A corrupt newest checkpoint: `sample` falls back to the previous one, naming the bad file.
+    newest = run / "checkpoints" / "ckpt-00000020.eqx"
+    newest.write_bytes(newest.read_bytes()[:-50])
+    with pytest.warns(UserWarning, match="ckpt-00000020.eqx"):
+        assert main(["sample", "--run-dir", str(run), "--num", "4", "--steps", "2", "--no-progress"]) == 0
+    assert "(step 10)" in capsys.readouterr().out
+    assert main(["sample", "--run-dir", str(run), "--checkpoint", str(newest)]) == 2
+    assert "ckpt-00000020.eqx' is truncated" in capsys.readouterr().err
