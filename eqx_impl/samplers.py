@@ -72,6 +72,7 @@ def heun_sampler(
     S_noise: float | Float[ArrayLike, ""] = 1.0,
     noise: Float[ArrayLike, " n *dims"] | None = None,
     key: PRNGKeyArray | None = None,
+    unroll: int | bool = 1,
 ) -> Data:
     r"""EDM's stochastic Heun sampler (Algorithm 2); deterministic (Algorithm 1) when `S_churn = 0`.
 
@@ -80,8 +81,10 @@ def heun_sampler(
     $\hat x = x_i + \sqrt{\hat\sigma^2-\sigma_i^2}\,S_{\mathrm{noise}}\xi_i$,
     $d = (\hat x - D(\hat x;\hat\sigma))/\hat\sigma$,
     Euler step $x_{i+1} = \hat x + (\sigma_{i+1}-\hat\sigma)d$, then the Heun correction with
-    the average slope unless $\sigma_{i+1} = 0$ (a `lax.cond`, so the last step costs one
-    call: $2N-1$ in all). `x` is one example already scaled by `sigmas[0]`.
+    the average slope unless $\sigma_{i+1} = 0$ (only the last step can be: it costs one
+    call, $2N-1$ in all). `x` is one example already scaled by `sigmas[0]`. `unroll` (eqx
+    only) is passed to `lax.scan`: `unroll=True` is much faster for convolutional models
+    on XLA:CPU, at the price of a longer compile.
 
     The `S_*` may be traced scalars (sweeps under one jit). $\xi$ comes from `noise` or
     `key`, required unless `S_churn` is a concrete 0 (then both are ignored).
@@ -107,8 +110,7 @@ def heun_sampler(
     else:
         xi = jnp.zeros((n, 0), x.dtype)  # scanned over but unused
 
-    def step(x, inputs):
-        sigma, sigma_next, xi_i = inputs
+    def euler(x, sigma, sigma_next, xi_i):
         if stochastic:
             inside = (sigma >= S_min) & (sigma <= S_max)
             gamma = jnp.where(inside, gamma_max, jnp.zeros((), x.dtype))
@@ -118,19 +120,27 @@ def heun_sampler(
         else:
             sigma_hat, x_hat = sigma, x
         d = (x_hat - denoiser(x_hat, sigma_hat)) / sigma_hat
-        x_euler = x_hat + (sigma_next - sigma_hat) * d
+        return x_hat, sigma_hat, d, x_hat + (sigma_next - sigma_hat) * d
 
-        def heun(x_euler):
-            d_next = (x_euler - denoiser(x_euler, sigma_next)) / sigma_next
-            return x_hat + (sigma_next - sigma_hat) * 0.5 * (d + d_next)
+    def heun(x, sigma, sigma_next, xi_i):
+        x_hat, sigma_hat, d, x_euler = euler(x, sigma, sigma_next, xi_i)
+        d_next = (x_euler - denoiser(x_euler, sigma_next)) / sigma_next
+        return x_hat + (sigma_next - sigma_hat) * 0.5 * (d + d_next)
 
-        return lax.cond(sigma_next > 0, heun, lambda x_euler: x_euler, x_euler), None
+    # σ decreases strictly to σ_N >= 0, so only the last step can land on σ = 0: the first
+    # N - 1 steps always correct, and the last is decided outside the loop (XLA:CPU runs
+    # convolutions far slower inside a `cond`, so there is none unless σ_N is traced).
+    x, _ = lax.scan(lambda x, a: (heun(x, *a), None), x, (sigmas[:-2], sigmas[1:-1], xi[:-1]), unroll=unroll)
+    last = (sigmas[-2], sigmas[-1], xi[-1])
+    final_sigma = _concrete(sigmas[-1]) if not isinstance(sigmas, jax.core.Tracer) else None
+    if final_sigma is None:
+        return lax.cond(last[1] > 0, lambda x: heun(x, *last), lambda x: euler(x, *last)[3], x)
+    return heun(x, *last) if final_sigma > 0 else euler(x, *last)[3]
 
-    x, _ = lax.scan(step, x, (sigmas[:-1], sigmas[1:], xi))
-    return x
 
-
-def euler_sampler(denoiser: Denoiser, x: Data, sigmas: Float[ArrayLike, " n_plus_1"]) -> Data:
+def euler_sampler(
+    denoiser: Denoiser, x: Data, sigmas: Float[ArrayLike, " n_plus_1"], *, unroll: int | bool = 1
+) -> Data:
     r"""First-order Euler steps of the probability-flow ODE ($N$ denoiser calls):
     $x_{i+1} = x_i + (\sigma_{i+1} - \sigma_i)(x_i - D(x_i;\sigma_i))/\sigma_i$.
 
@@ -143,7 +153,7 @@ def euler_sampler(denoiser: Denoiser, x: Data, sigmas: Float[ArrayLike, " n_plus
         sigma, sigma_next = inputs
         return x + (sigma_next - sigma) * (x - denoiser(x, sigma)) / sigma, None
 
-    x, _ = lax.scan(step, x, (sigmas[:-1], sigmas[1:]))
+    x, _ = lax.scan(step, x, (sigmas[:-1], sigmas[1:]), unroll=unroll)
     return x
 
 
@@ -162,6 +172,7 @@ def ancestral_sampler(
     *,
     noise: Float[ArrayLike, " n *dims"] | None = None,
     key: PRNGKeyArray | None = None,
+    unroll: int | bool = 1,
 ) -> Data:
     r"""VDM / DDPM ancestral sampling, $z_s \sim q(z_s \mid z_t, x = \hat x(z_t))$, for one example.
 
@@ -182,11 +193,13 @@ def ancestral_sampler(
         eps_hat = eps_model(z, lt)
         return _alpha_ratio(ls, lt) * (z - sigma_t * c * eps_hat) + sigma_s * jnp.sqrt(c) * xi_i, None
 
-    z, _ = lax.scan(step, z, (logsnrs[:-1], logsnrs[1:], xi))
+    z, _ = lax.scan(step, z, (logsnrs[:-1], logsnrs[1:], xi), unroll=unroll)
     return z
 
 
-def ddim_sampler(eps_model: EpsModel, z: Data, logsnrs: Float[ArrayLike, " n_plus_1"]) -> Data:
+def ddim_sampler(
+    eps_model: EpsModel, z: Data, logsnrs: Float[ArrayLike, " n_plus_1"], *, unroll: int | bool = 1
+) -> Data:
     r"""Deterministic DDIM, $\hat x = (z_t - \sigma_t\hat\epsilon)/\alpha_t$, $z_s = \alpha_s\hat x + \sigma_s\hat\epsilon$, for one example.
 
     Evaluated as $z_s = \frac{\alpha_s}{\alpha_t} z_t - \sigma_s\operatorname{expm1}\big(\tfrac12(\lambda_s-\lambda_t)\big)\hat\epsilon$
@@ -203,5 +216,5 @@ def ddim_sampler(eps_model: EpsModel, z: Data, logsnrs: Float[ArrayLike, " n_plu
         sigma_s = alpha_sigma(ls)[1]
         return _alpha_ratio(ls, lt) * z - sigma_s * jnp.expm1(0.5 * (ls - lt)) * eps_hat, None
 
-    z, _ = lax.scan(step, z, (logsnrs[:-1], logsnrs[1:]))
+    z, _ = lax.scan(step, z, (logsnrs[:-1], logsnrs[1:]), unroll=unroll)
     return z

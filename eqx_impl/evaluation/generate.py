@@ -87,7 +87,11 @@ def _check_sampler(sampler: str) -> None:
 
 
 @eqx.filter_jit
-def _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn):
+def _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn, unroll):
+    # `levels` is a static tuple: concrete steps let the Heun sampler decide its final Euler
+    # step outside the loop, and `unroll` keeps convolutions out of `lax.scan` on XLA:CPU.
+    levels = jnp.asarray(levels, dtype=jnp.result_type(float))
+
     def one(key):
         key_init, key_noise = jax.random.split(key)
         dtype = levels.dtype
@@ -96,9 +100,9 @@ def _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn):
             x = jnp.sqrt(levels[0] ** 2 + sigma_data**2) * xi
             denoiser = denoiser_from_eps(eps_model)
             if sampler == "euler":
-                return euler_sampler(denoiser, x, levels)
+                return euler_sampler(denoiser, x, levels, unroll=unroll)
             if sampler == "heun":
-                return heun_sampler(denoiser, x, levels)
+                return heun_sampler(denoiser, x, levels, unroll=unroll)
             S_churn, S_min, S_max, S_noise = churn
             return heun_sampler(
                 denoiser,
@@ -109,14 +113,15 @@ def _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn):
                 S_max=S_max,
                 S_noise=S_noise,
                 key=key_noise,
+                unroll=unroll,
             )
         alpha0, sigma0 = alpha_sigma(levels[0])
         # x_edm = √(σ_edm² + σ_d²) ξ with σ_edm = σ₀/α₀, then z = α₀ x_edm
         z = jnp.sqrt(sigma0**2 + (alpha0 * sigma_data) ** 2) * xi
         if sampler == "ancestral":
-            z = ancestral_sampler(eps_model, z, levels, key=key_noise)
+            z = ancestral_sampler(eps_model, z, levels, key=key_noise, unroll=unroll)
         else:
-            z = ddim_sampler(eps_model, z, levels)
+            z = ddim_sampler(eps_model, z, levels, unroll=unroll)
         alpha, sigma = alpha_sigma(levels[-1])
         return (z - sigma * eps_model(z, levels[-1])) / alpha
 
@@ -142,6 +147,7 @@ def generate(
     sigma_data: float = 0.0,
     batch_size: int = 256,
     progress: bool = False,
+    unroll: bool = False,
 ) -> Float[np.ndarray, " num *shape"]:
     r"""Draw `num` samples of one-example shape `shape` from `eps_model(z, logsnr) -> ε̂`.
 
@@ -150,7 +156,9 @@ def generate(
     by `"stochastic"` only; the defaults are EDM's ImageNet values). The VP samplers use the
     same levels as log-SNRs unless `schedule` gives them (`schedule.logsnr(1 - i/N)`).
     Batches of `batch_size` run through one `eqx.filter_jit`-ed, vmapped function; sample
-    $i$ depends only on `key` and $i$, not on `batch_size`.
+    $i$ depends only on `key` and $i$, not on `batch_size`. `unroll=True` unrolls the
+    sampler loop: use it for convolutional models on the CPU, where XLA runs convolutions
+    inside loops many times slower (a longer compile buys a much faster run).
 
     **Returns:** a float32 NumPy array `(num, *shape)` in model (data) space.
     """
@@ -168,8 +176,10 @@ def generate(
     churn = (float(S_churn), float(S_min), float(S_max), float(S_noise))
     keys = jax.random.split(key, int(num))
 
+    levels = tuple(float(v) for v in np.asarray(levels))
+
     def run(keys, _index):
-        return _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn)
+        return _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn, unroll)
 
     return map_batches(run, (keys,), batch_size=batch_size, progress=progress, desc=sampler)
 
