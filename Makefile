@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test equivalence lint bench docs docs-serve docs-figures clean
+.PHONY: run verify test equivalence bench docs docs-serve docs-figures clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -12,6 +12,9 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
+	$(BIN)/python -m eqx_impl train --config configs/digits.yaml
+
+verify: $(BIN)/.installed
 	$(BIN)/python -m reference
 
 test: $(BIN)/.installed
@@ -22,7 +25,7 @@ equivalence: $(BIN)/.installed
 	$(BIN)/python -m pytest -k equivalence -q
 
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/eqx_vs_reference.py
 
 # Documentation (mkdocs-material + mkdocstrings): `make docs` builds site/ and fails on any
 # warning (broken link, anchor or API reference); `make docs-serve` previews it live.
