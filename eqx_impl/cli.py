@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _COMMANDS[args.command](args)
-    except (ConfigError, CheckpointError, PreflightError, TrainingDiverged, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, PreflightError, TrainingDiverged, OSError) as err:
         print(f"weighted-elbo {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -94,12 +94,18 @@ def test_config_errors_are_clear(overrides, message):
     [
         (["objective.weighting=sigmoidd"], "unknown weighting 'sigmoidd'; known: edm, elbo, eps-cosine"),
         (["objective.schedule=cosin"], "unknown schedule 'cosin'; known: adaptive, cosine"),
-        (["objective.weighting_args.gamma=2"], "weighting 'sigmoid' takes no argument 'gamma'; its arguments are: bias"),
+        (
+            ["objective.weighting_args.gamma=2"],
+            "weighting 'sigmoid' takes no argument 'gamma'; its arguments are: bias",
+        ),
         (["objective.weighting=eps-cosine-shifted"], "needs a 'shift'"),
-        (["objective.schedule_args.n_bins=0"], "n_bins must be >= 1"),
+        (["objective.schedule=adaptive", "objective.schedule_args.n_bins=0"], "n_bins must be >= 1"),
+        (["objective.schedule=learned", "objective.schedule_args.width=0"], "width must be a positive integer"),
         (["objective.schedule=ddpm-linear"], "set objective.logsnr_min and objective.logsnr_max to null"),
+        (["objective.schedule=learned", "objective.schedule_args.fixed_endpoints=false"], "keep fixed_endpoints: true"),
         (["model.name=resnet"], "unknown model 'resnet'; known: mlp, unet"),
         (["data.name=cifar100"], "Unknown data set 'cifar100'; available:"),
+        (["eval.metrics=[fd]"], "'fd' needs a labelled data set"),
     ],
 )
 def test_unknown_names_list_the_known_ones(overrides, message):
@@ -109,8 +115,16 @@ def test_unknown_names_list_the_known_ones(overrides, message):
 
 
 def test_ddpm_linear_takes_its_own_interval():
-    config = load_config(None, ["objective.schedule=ddpm-linear", "objective.logsnr_min=null", "objective.logsnr_max=null",
-                                "data.args.num_train=64", "data.args.num_test=64"])
+    config = load_config(
+        None,
+        [
+            "objective.schedule=ddpm-linear",
+            "objective.logsnr_min=null",
+            "objective.logsnr_max=null",
+            "data.args.num_train=64",
+            "data.args.num_test=64",
+        ],
+    )
     resolved = resolve(config)
     import reference as ref
 
@@ -193,12 +207,29 @@ TINY = [
 
 def test_end_to_end_train_sample_evaluate_plot(tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["train", "--config", str(ROOT / "configs" / "gmm.yaml"), "--set", *TINY,
-                 "--run-dir", str(run), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "configs" / "gmm.yaml"),
+            "--set",
+            *TINY,
+            "--run-dir",
+            str(run),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
-    for name in ("config.yaml", "preflight.txt", "metrics.jsonl", "loss_curve.png", "proposal.png",
-                 "samples.png", "eval.json"):
+    for name in (
+        "config.yaml",
+        "preflight.txt",
+        "metrics.jsonl",
+        "loss_curve.png",
+        "proposal.png",
+        "samples.png",
+        "eval.json",
+    ):
         assert (run / name).is_file(), name
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["ckpt-00000010.eqx", "ckpt-00000020.eqx"]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -213,16 +244,45 @@ def test_end_to_end_train_sample_evaluate_plot(tmp_path, capsys):
     assert (run / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Resuming a finished run does nothing new; a different config in the same directory is refused.
-    assert main(["train", "--config", str(ROOT / "configs" / "gmm.yaml"), "--set", *TINY, "objective.weighting=elbo",
-                 "--run-dir", str(run), "--no-progress", "--no-eval"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(ROOT / "configs" / "gmm.yaml"),
+                "--set",
+                *TINY,
+                "objective.weighting_args.bias=3",
+                "--run-dir",
+                str(run),
+                "--no-progress",
+                "--no-eval",
+            ]
+        )
+        == 2
+    )
     assert "different configuration" in capsys.readouterr().err
 
-    assert main(["sample", "--run-dir", str(run), "--num", "16", "--steps", "3", "--sampler", "ddim",
-                 "--out", str(tmp_path / "s.png"), "--npy", str(tmp_path / "s.npy"), "--no-progress"]) == 0
+    # (the eval settings of the run: the compiled sampler is reused)
+    assert (
+        main(
+            [
+                "sample",
+                "--run-dir",
+                str(run),
+                "--out",
+                str(tmp_path / "s.png"),
+                "--npy",
+                str(tmp_path / "s.npy"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "s.png").is_file()
     import numpy as np
 
-    assert np.load(tmp_path / "s.npy").shape == (16, 2)
+    assert np.load(tmp_path / "s.npy").shape == (64, 2)
     assert main(["evaluate", "--run-dir", str(run), "--metrics", "sliced_wasserstein", "--no-progress"]) == 0
     record = json.loads((run / "evaluation.json").read_text())
     assert record["step"] == 20 and record["sliced_wasserstein"] > 0
@@ -235,7 +295,7 @@ def test_end_to_end_train_sample_evaluate_plot(tmp_path, capsys):
     newest = run / "checkpoints" / "ckpt-00000020.eqx"
     newest.write_bytes(newest.read_bytes()[:-50])
     with pytest.warns(UserWarning, match="ckpt-00000020.eqx"):
-        assert main(["sample", "--run-dir", str(run), "--num", "4", "--steps", "2", "--no-progress"]) == 0
+        assert main(["sample", "--run-dir", str(run), "--out", str(tmp_path / "t.png"), "--no-progress"]) == 0
     assert "(step 10)" in capsys.readouterr().out
     assert main(["sample", "--run-dir", str(run), "--checkpoint", str(newest)]) == 2
     assert "ckpt-00000020.eqx' is truncated" in capsys.readouterr().err

@@ -53,14 +53,18 @@ def test_adaptive_state_is_updated_inside_the_step():
     state0, trainer = setup.initial, setup.trainer
     x = _batch(setup)
     state1, metrics = run_steps(trainer, state0, jnp.asarray(x), jnp.arange(32, dtype=jnp.int32)[None])
-    # Independent recomputation from the step's key.
-    k_u, k_eps, _ = jax.random.split(jax.random.fold_in(state0.base_key, 0), 3)
-    u = stratified_uniforms(k_u, 32)
-    eps = jax.random.normal(k_eps, x.shape)
     adaptive = setup.proposal.adaptive
-    logsnr, density = adaptive.sample(state0.proposal_state, u)
-    losses = batch_losses(state0.model, setup.weighting, x, logsnr, eps, density)
-    expected = adaptive.update(state0.proposal_state, logsnr, 2.0 * density * losses)
+
+    @eqx.filter_jit
+    def recompute(state0, x):  # independently, from the step's key
+        k_u, k_eps, _ = jax.random.split(jax.random.fold_in(state0.base_key, 0), 3)
+        u = stratified_uniforms(k_u, 32)
+        eps = jax.random.normal(k_eps, x.shape)
+        logsnr, density = adaptive.sample(state0.proposal_state, u)
+        losses = batch_losses(state0.model, setup.weighting, x, logsnr, eps, density)
+        return adaptive.update(state0.proposal_state, logsnr, 2.0 * density * losses), losses
+
+    expected, losses = recompute(state0, x)
     assert int(np.sum(state0.proposal_state.count)) == 0
     np.testing.assert_array_equal(state1.proposal_state.count, expected.count)
     np.testing.assert_allclose(state1.proposal_state.ema, expected.ema, rtol=1e-5, atol=1e-7)
@@ -72,70 +76,91 @@ def test_adaptive_state_is_updated_inside_the_step():
     assert masses.max() / masses.min() > 2
 
 
+def _learned_config():
+    """A learned schedule trained alone: the model's rate is negligible, so it stays the
+    zero-output network (ε̂ = 0) and E[L̂²] has a closed form."""
+    config = tiny_config(schedule="learned", schedule_args={"width": 16})
+    config.optim.lr = 1e-12
+    config.optim.schedule_lr = 3e-2
+    return config
+
+
 def test_learned_schedule_gets_the_second_moment_gradient():
     """The step's schedule gradient equals jax.grad of mean(L̂²) in the schedule parameters
     (with the model fixed), and the model gradient equals jax.grad of mean(L̂)."""
     setup = build(_learned_config())
     state, trainer = setup.initial, setup.trainer
     x = _batch(setup)
-    g = trainer.gradients(state, x)
-    k_u, k_eps, _ = jax.random.split(state.step_key(), 3)
-    u = stratified_uniforms(k_u, 32)
-    eps = jax.random.normal(k_eps, x.shape)
+    # A model with nonzero output, so that every gradient path is exercised.
+    out = state.model.net.output.weight
+    state = eqx.tree_at(
+        lambda s: s.model.net.output.weight, state, 0.1 * jax.random.normal(jax.random.key(5), out.shape)
+    )
 
-    def losses(model, schedule):
-        logsnr = schedule.logsnr(u)
-        density = -1.0 / schedule.dlogsnr_dt(u)
-        return batch_losses(model, setup.weighting, x, logsnr, eps, density)
+    @eqx.filter_jit
+    def both(state, x):
+        g = trainer.gradients(state, x)
+        k_u, k_eps, _ = jax.random.split(state.step_key(), 3)
+        u = stratified_uniforms(k_u, 32)
+        eps = jax.random.normal(k_eps, x.shape)
 
-    direct_sched = eqx.filter_grad(lambda s: jnp.mean(losses(state.model, s) ** 2))(state.proposal_state)
-    direct_model = eqx.filter_grad(lambda m: jnp.mean(losses(m, state.proposal_state)))(state.model)
+        def losses(model, schedule):
+            logsnr = schedule.logsnr(u)
+            density = -1.0 / schedule.dlogsnr_dt(u)
+            return batch_losses(model, setup.weighting, x, logsnr, eps, density)
+
+        sched = eqx.filter_grad(lambda s: jnp.mean(losses(state.model, s) ** 2))(state.proposal_state)
+        model = eqx.filter_grad(lambda m: jnp.mean(losses(m, state.proposal_state)))(state.model)
+        return g, sched, model
+
+    g, direct_sched, direct_model = both(state, x)
     scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(direct_sched))
     for name in ("l1_weight", "l2_weight", "l2_bias", "l3_weight"):
         got, want = getattr(g.schedule_grads, name), getattr(direct_sched, name)
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * scale, err_msg=name)
     for name in ("l2_weight", "l2_bias", "l3_weight"):  # the network's shape parameters
-        assert float(jnp.max(jnp.abs(getattr(g.schedule_grads, name)))) > 1e-2 * scale, name
+        assert float(jnp.max(jnp.abs(getattr(g.schedule_grads, name)))) > 1e-4 * scale, name
     for got, want in zip(jax.tree.leaves(g.model_grads), jax.tree.leaves(direct_model), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     # With fixed endpoints l1's bias shifts γ, which the renormalisation removes: no gradient.
     assert abs(float(g.schedule_grads.l1_bias)) <= 1e-5 * scale
-    assert float(direct_sched.l1_bias) == 0.0
     # One step moves the schedule parameters.
-    idx = jnp.arange(32, dtype=jnp.int32)[None]
-    state1, _ = run_steps(trainer, state, x, idx)
+    state1, _ = run_steps(trainer, state, x, jnp.arange(32, dtype=jnp.int32)[None])
     assert not np.array_equal(state1.proposal_state.l3_weight, state.proposal_state.l3_weight)
     assert int(state1.step) == 1
 
 
-def _learned_config():
-    config = tiny_config(schedule="learned", schedule_args={"width": 16})
-    config.optim.schedule_lr = 3e-2
-    return config
-
-
 def test_learned_schedule_reduces_the_estimator_second_moment():
-    """60 steps of training the schedule lower E[L̂²] of the trained model on a fixed
-    evaluation set (compared with the initial, linear schedule) and keep E[L̂]."""
+    r"""With ε̂ = 0, ℓ = ‖ε‖² ~ χ²₂ (E ℓ² = 8), so exactly
+    $E[\hat L^2] = \tfrac14\cdot 8\int_0^1 w(\lambda(t))^2\lambda'(t)^2\,dt$: 100 steps of the learned
+    schedule lower it from the linear schedule's value towards the optimum
+    $2(\int w\,d\lambda)^2$ (proposal $\propto w$)."""
     setup = build(_learned_config())
     data = jnp.asarray(setup.dataset.model_data("train"))
     rng = np.random.default_rng(0)
     state = setup.initial
-    for indices in rng.integers(0, len(data), (60, 1, 32)):
+    for indices in rng.integers(0, len(data), (100, 1, 32)):
         state, _ = run_steps(setup.trainer, state, data, jnp.asarray(indices, jnp.int32))
-    x = data[:256]
-    eps = jax.random.normal(jax.random.key(7), x.shape)
-    u = (jnp.arange(256, dtype=jnp.float32) + 0.5) / 256
+    nodes, weights = np.polynomial.legendre.leggauss(400)
+    t = jnp.asarray(0.5 * (nodes + 1.0), jnp.float32)
 
-    def moments(schedule):
-        logsnr, density = schedule.logsnr(u), -1.0 / schedule.dlogsnr_dt(u)
-        losses = batch_losses(state.model, setup.weighting, x, logsnr, eps, density)
-        return float(jnp.mean(losses**2)), float(jnp.mean(losses))
+    @eqx.filter_jit
+    def integrand(schedule):
+        lam, slope = schedule.logsnr(t), schedule.dlogsnr_dt(t)
+        return setup.weighting(lam) ** 2 * slope**2
 
-    m2_before, m1_before = moments(setup.initial.proposal_state)
-    m2_after, m1_after = moments(state.proposal_state)
-    assert m2_after < 0.9 * m2_before
-    assert abs(m1_after - m1_before) < 0.05 * m1_before  # the mean stays (fixed endpoints)
+    def second_moment(schedule):
+        return 2.0 * float(np.sum(0.5 * weights * np.asarray(integrand(schedule), np.float64)))
+
+    lam = np.linspace(-10.0, 10.0, 20001)
+    w = ref.Sigmoid(2.0)(lam)
+    linear = 2.0 * 20.0 * np.trapezoid(w**2, lam)
+    optimal = 2.0 * np.trapezoid(w, lam) ** 2
+    initial, trained = second_moment(setup.initial.proposal_state), second_moment(state.proposal_state)
+    np.testing.assert_allclose(initial, linear, rtol=1e-3)  # starts as the linear schedule
+    assert optimal < trained < initial - 0.15 * (initial - optimal)
+    # the model barely moved (lr 1e-12): ε̂ is still 0 to ~1e-10, so the closed form applies
+    assert float(jnp.max(jnp.abs(state.model.net.output.weight))) < 1e-9
 
 
 def test_deterministic_given_the_seed():
@@ -169,8 +194,12 @@ def test_loss_decreases_on_the_mixture():
     p = setup.dataset.params
     mixture = GaussianMixture(*(jnp.asarray(p[k], jnp.float32) for k in ("weights", "means", "stds")))
 
+    @eqx.filter_jit
+    def batch_mean(model):
+        return jnp.mean(batch_losses(model, setup.weighting, x, logsnr, eps, density))
+
     def mean_loss(model):
-        return float(jnp.mean(batch_losses(model, setup.weighting, x, logsnr, eps, density)))
+        return float(batch_mean(model))
 
     initial, final, ema = mean_loss(setup.initial.model), mean_loss(state.model), mean_loss(state.ema)
     optimal = mean_loss(mixture.eps)
@@ -194,12 +223,19 @@ def test_loss_decreases_on_the_mixture():
 def test_preflight_passes(schedule, weighting, weighting_args, target):
     schedule_args = {"width": 16} if schedule == "learned" else {}
     config = tiny_config(
-        schedule=schedule, schedule_args=schedule_args, weighting=weighting,
-        weighting_args=weighting_args, target=target,
+        schedule=schedule,
+        schedule_args=schedule_args,
+        weighting=weighting,
+        weighting_args=weighting_args,
+        target=target,
     )
     setup = build(config)
     report = run_preflight(
-        setup.config, setup.dataset, setup.weighting, setup.proposal, setup.initial.proposal_state,
+        setup.config,
+        setup.dataset,
+        setup.weighting,
+        setup.proposal,
+        setup.initial.proposal_state,
         num_points=128,
     )
     assert report.passed, str(report)
@@ -220,9 +256,7 @@ def test_preflight_refuses_a_broken_weighting(monkeypatch, tmp_path):
     monkeypatch.setitem(registry.WEIGHTINGS, "sigmoid", registry.Entry(_BrokenSigmoid, ref.Sigmoid))
     config = tiny_config(schedule="cosine")
     setup = build(config)
-    report = run_preflight(
-        setup.config, setup.dataset, setup.weighting, setup.proposal, setup.initial.proposal_state
-    )
+    report = run_preflight(setup.config, setup.dataset, setup.weighting, setup.proposal, setup.initial.proposal_state)
     assert not report.passed
     failed = [c.name for c in report.checks if not c.passed]
     assert len(failed) == 2

@@ -128,11 +128,14 @@ class TrainConfig:
 class EvalConfig:
     """After training (and in `evaluate`/`sample`): `num_samples` samples with `sampler`
     (`heun`, `euler`, `stochastic`, `ancestral`, `ddim`) in `sampling_steps` steps, and the
-    `metrics` (`bpd`, `fd`, `gmm_nll`, `bayes_gap`, `sliced_wasserstein`, `mmd`)."""
+    `metrics` (`bpd`, `fd`, `gmm_nll`, `bayes_gap`, `sliced_wasserstein`, `mmd`). `unroll`
+    unrolls the sampler's loop (`null`: for a `unet`, whose convolutions XLA:CPU runs many
+    times slower inside a loop)."""
 
     num_samples: int = 64
     sampler: str = "heun"
     sampling_steps: int = 32
+    unroll: bool | None = None
     metrics: list[str] = field(default_factory=list)
     bpd_examples: int | None = None
     bpd_num_t: int = 4

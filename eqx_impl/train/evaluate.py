@@ -6,7 +6,7 @@ Metrics (`eval.metrics`):
 | name | what | data |
 |---|---|---|
 | `bpd` | VDM bound in bits/dim on the test split (`dataset_bpd`) | any |
-| `fd` | Fréchet distance of classifier features, samples vs test set | digits |
+| `fd` | Fréchet distance of classifier features, samples vs test set | labelled (digits, mnist, cifar10) |
 | `gmm_nll` | exact NLL of the samples (and of the test set) under the true mixture | gmm |
 | `bayes_gap` | weighted loss of the model minus the Bayes-optimal one | gmm |
 | `sliced_wasserstein`, `mmd` | two-sample distances, samples vs test set | any |
@@ -31,6 +31,7 @@ from eqx_impl.data import Dataset
 from eqx_impl.schedules import AbstractSchedule, Cosine
 from eqx_impl.train.config import Config
 from eqx_impl.train.proposal import AbstractProposal, LearnedProposal
+from eqx_impl.train.registry import normalize_name
 
 __all__ = ["draw_samples", "evaluate_model", "evaluation_schedule", "save_samples"]
 
@@ -78,7 +79,14 @@ def draw_samples(
         sigma_data=float(config.model.sigma_data or 0.0),
         batch_size=e.batch_size,
         progress=progress,
+        unroll=_unroll(config),
     )
+
+
+def _unroll(config: Config) -> bool:
+    if config.eval.unroll is not None:
+        return config.eval.unroll
+    return normalize_name(config.model.name) == "unet"
 
 
 def save_samples(samples: np.ndarray, dataset: Dataset, path: str | Path) -> Path:

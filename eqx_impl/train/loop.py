@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from eqx_impl.train.registry import (
     build_model,
     build_schedule,
     build_weighting,
+    normalize_name,
     resolve,
 )
 from eqx_impl.train.state import TrainState
@@ -216,6 +218,12 @@ def train(
     dump_config(config, saved_config)
     timings = {"setup_s": time.perf_counter() - t_start}
 
+    if t.steps_per_dispatch > 1 and normalize_name(config.model.name) == "unet" and jax.default_backend() == "cpu":
+        warnings.warn(
+            "train.steps_per_dispatch > 1 runs the U-Net inside lax.scan, where XLA:CPU runs its "
+            "convolutions many times slower (jax-ml/jax#12868); use train.steps_per_dispatch=1.",
+            stacklevel=2,
+        )
     report = None
     if t.preflight if preflight is None else preflight:
         t0 = time.perf_counter()

@@ -69,8 +69,5 @@ class ProgressBar:
         self.bar.set_postfix(loss=f"{loss:.4g}", steps_s=f"{steps_per_sec:.1f}", refresh=False)
         self.bar.update(steps)
 
-    def write(self, text: str) -> None:
-        self.bar.write(text, file=sys.stderr)
-
     def close(self) -> None:
         self.bar.close()

@@ -208,6 +208,13 @@ def build_schedule(config: Config, *, package: str = "eqx", key=None):
     kwargs = _kwargs(entry, o.schedule_args, "objective.schedule_args", f"schedule {name!r}")
     if entry.takes_range:
         kwargs = {"logsnr_min": lo, "logsnr_max": hi, **kwargs}
+    if name == "learned" and not kwargs.get("fixed_endpoints", True):
+        raise ConfigError(
+            "objective.schedule_args.fixed_endpoints=false: the training loss has no prior or "
+            "reconstruction term, so the endpoints of a learned schedule are not identified by "
+            "it (VDM trains them on the full bound); keep fixed_endpoints: true and set the "
+            "interval with objective.logsnr_min / logsnr_max."
+        )
     if package == "eqx":
         if name == "learned":
             if key is None:
@@ -286,6 +293,21 @@ def build_model(config: Config, shape: tuple[int, ...], sigma_data: float, *, ke
     return ex.EpsModel(net, target, sigma_data, m.normalize_input)
 
 
+def _check_metrics(config: Config, dataset: data_lib.Dataset) -> None:
+    """Fail before training, not after, when a metric cannot be computed on this data set."""
+    for name in config.eval.metrics:
+        if name == "fd" and dataset.train_labels is None:
+            raise ConfigError(
+                f"eval.metrics: 'fd' needs a labelled data set to train its classifier "
+                f"(digits, mnist, cifar10); {dataset.name!r} has no labels."
+            )
+        if name in ("gmm_nll", "bayes_gap") and not {"weights", "means", "stds"} <= set(dataset.params):
+            raise ConfigError(
+                f"eval.metrics: {name!r} needs the exact mixture density of the 'gmm' data set; "
+                f"{dataset.name!r} has none."
+            )
+
+
 def resolve(config: Config, dataset: data_lib.Dataset | None = None) -> Config:
     """Fill in what the config leaves to the data and the schedule: `model.sigma_data`
     (measured on the training set) and the effective log-SNR interval. Builds the
@@ -302,7 +324,14 @@ def resolve(config: Config, dataset: data_lib.Dataset | None = None) -> Config:
     model = dataclasses.replace(config.model, sigma_data=sigma_data)
     resolved = dataclasses.replace(config, objective=objective, model=model)
     build_weighting(objective.weighting, objective.weighting_args, (lo, hi))
-    build_schedule(resolved, key=jax.random.key(0))
+    if SCHEDULES[normalize_name(config.objective.schedule)].reference is not None:
+        build_schedule(resolved, package="reference")  # the same checks, in NumPy
+    else:  # shapes only: checks the arguments without computing (or compiling) anything
+        try:
+            eqx.filter_eval_shape(lambda k: build_schedule(resolved, key=k), jax.random.key(0))
+        except ConfigError as err:  # drop JAX's note about filtered tracebacks
+            raise ConfigError(str(err).split("\n-----")[0]) from None
+    _check_metrics(config, dataset)
     if normalize_name(config.model.name) not in MODELS:
         raise ConfigError(f"model.name: unknown model {config.model.name!r}; known: {', '.join(MODELS)}.")
     return resolved
