@@ -75,9 +75,7 @@ def bench_loss(repeats: int, batch: int = 4096, dim: int = 16) -> tuple[float, f
     ref_model = numpy_mlp(mlp_weights(dim))
 
     def reference_loss():
-        return np.mean(
-            [R.weighted_loss(ref_model, x[i], lam[i], eps[i], ref_w, dens[i]) for i in range(batch)]
-        )
+        return np.mean([R.weighted_loss(ref_model, x[i], lam[i], eps[i], ref_w, dens[i]) for i in range(batch)])
 
     schedule, weighting, model = E.Cosine(-15.0, 15.0), E.Sigmoid(2.0), jax_mlp(mlp_weights(dim))
 
@@ -90,7 +88,9 @@ def bench_loss(repeats: int, batch: int = 4096, dim: int = 16) -> tuple[float, f
     args = [jnp.asarray(a, jnp.float32) for a in (x, eps, u)]
     eqx_value = float(eqx_loss(*args))  # compile
     ref_value = float(reference_loss())
-    print(f"  loss value: reference {ref_value:.6f}, eqx {eqx_value:.6f} (rel. diff {abs(eqx_value / ref_value - 1):.1e})")
+    print(
+        f"  loss value: reference {ref_value:.6f}, eqx {eqx_value:.6f} (rel. diff {abs(eqx_value / ref_value - 1):.1e})"
+    )
     t_ref = median_time(reference_loss, max(1, repeats // 2))
     t_eqx = median_time(lambda: eqx_loss(*args).block_until_ready(), repeats * 4)
     return t_ref, t_eqx
