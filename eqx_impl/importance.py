@@ -220,7 +220,7 @@ class Adaptive(eqx.Module):
         pi = (1.0 - self.uniform_weight) * q + self.uniform_weight / self.n_bins
         return pi / jnp.sum(pi)
 
-    def cdf_knots(self, state: AdaptiveState) -> Float[Array, " n_bins+1"]:
+    def cdf_knots(self, state: AdaptiveState) -> Float[Array, " n_edges"]:
         r"""The CDF at the bin edges, $F_k = \sum_{j<k}\pi_j$, normalised so $F_n = 1$ exactly.
 
         **Returns:** `(n_bins + 1,)` increasing array from 0 to 1.
