@@ -14,12 +14,11 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax.numpy as jnp
-import numpy as np
 
 from eqx_impl import _validate
 from eqx_impl._typing import Array, ArrayLike, Data, Float, Scalar, ScalarLike
 from eqx_impl.schedules import sigma_to_logsnr
-from reference.edm import _steps
+from reference import edm as reference_edm
 
 Sigma = Float[ArrayLike, "*shape"]
 Coefficients = tuple[Float[Array, "*shape"], Float[Array, "*shape"], Float[Array, "*shape"], Float[Array, "*shape"]]
@@ -103,19 +102,8 @@ def edm_sigmas(
 
     **Returns:** array of shape `(n + 1,)`, strictly decreasing from `sigma_max` to 0.
     """
-    n = _steps(n)
-    sigma_min = _validate.positive("sigma_min", sigma_min)
-    sigma_max = _validate.positive("sigma_max", sigma_max)
-    rho = _validate.positive("rho", rho)
-    if not sigma_min < sigma_max:
-        raise ValueError(
-            f"edm_sigmas needs sigma_min < sigma_max, got sigma_min={sigma_min}, "
-            f"sigma_max={sigma_max}; swap them if they are reversed."
-        )
-    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
-    # (1 - r)·hi + r·lo rather than hi + r(lo - hi): both ends exact, even for rho = 1
-    ramp = np.arange(n, dtype=np.float64) / (n - 1)
-    return jnp.asarray(np.append(((1.0 - ramp) * hi + ramp * lo) ** rho, 0.0), dtype=float)
+    # Static hyperparameters: the reference computes the levels (and checks the arguments).
+    return jnp.asarray(reference_edm.edm_sigmas(n, sigma_min, sigma_max, rho), dtype=float)
 
 
 # --- denoiser adapters: D(x_edm, σ) → x̂ -----------------------------------------------------

@@ -32,7 +32,7 @@ from eqx_impl._typing import Array, ArrayLike, Float, Scalar
 from eqx_impl.losses import Example, eps_loss, prior_kl
 from eqx_impl.schedules import AbstractSchedule, _float
 from eqx_impl.weightings import AbstractWeighting, is_monotonic
-from reference.elbo import check_noise_draws
+from reference.elbo import check_monotone, check_noise_draws
 
 __all__ = [
     "AugmentationDistribution",
@@ -220,10 +220,5 @@ def augmentation_distribution(weighting: AbstractWeighting, schedule: AbstractSc
     **Returns:** an `AugmentationDistribution`. Raises `ValueError` if `weighting` is not monotone.
     """
     lo, hi = _validate.logsnr_range(float(schedule.logsnr_min), float(schedule.logsnr_max))
-    if not is_monotonic(weighting, lo, hi):
-        raise ValueError(
-            f"{type(weighting).__name__} is not monotone (non-increasing in logsnr) on "
-            f"[{lo}, {hi}], so it is no noise-augmentation ELBO; wrap it as "
-            f"Monotonic(weighting, logsnr_min={lo}, logsnr_max={hi}) first."
-        )
+    check_monotone(weighting, lo, hi, is_monotonic(weighting, lo, hi))
     return AugmentationDistribution(weighting, schedule)

@@ -223,16 +223,21 @@ class AugmentationDistribution:
         return self.normalizer * _half_integral(loss, float(self.schedule.logsnr_min), lam_t)
 
 
+def check_monotone(weighting, lo: float, hi: float, monotone: bool) -> None:
+    """Raise the `ValueError` that names `Monotonic` as the fix unless `monotone` (shared with eqx)."""
+    if not monotone:
+        raise ValueError(
+            f"{type(weighting).__name__} is not monotone (non-increasing in logsnr) on "
+            f"[{lo}, {hi}], so it is no noise-augmentation ELBO; wrap it as "
+            f"Monotonic(weighting, logsnr_min={lo}, logsnr_max={hi}) first."
+        )
+
+
 def augmentation_distribution(weighting, schedule):
     r"""The augmentation distribution $p_w(t)$ of a monotone (non-increasing) weighting.
 
     **Returns:** an `AugmentationDistribution`. Raises `ValueError` if `weighting` is not monotone.
     """
     lo, hi = _validate.logsnr_range(schedule.logsnr_min, schedule.logsnr_max)
-    if not is_monotonic(weighting, lo, hi):
-        raise ValueError(
-            f"{type(weighting).__name__} is not monotone (non-increasing in logsnr) on "
-            f"[{lo}, {hi}], so it is no noise-augmentation ELBO; wrap it as "
-            f"Monotonic(weighting, logsnr_min={lo}, logsnr_max={hi}) first."
-        )
+    check_monotone(weighting, lo, hi, is_monotonic(weighting, lo, hi))
     return AugmentationDistribution(weighting, schedule)
