@@ -40,8 +40,8 @@ def hand_written(model, lr, clip, ema_decay):
         return per.mean()
 
     @eqx.filter_jit
-    def step(model, ema, opt_state, x, key):
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(model, x, key)
+    def step(model, ema, opt_state, x, key, i):
+        loss, grads = eqx.filter_value_and_grad(loss_fn)(model, x, jax.random.fold_in(key, i))
         with jax.numpy_dtype_promotion("standard"):
             updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
         model = eqx.apply_updates(model, updates)
@@ -51,20 +51,16 @@ def hand_written(model, lr, clip, ema_decay):
     return step, opt.init(eqx.filter(model, eqx.is_inexact_array))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=256)
-    args = parser.parse_args()
-
+def measure(blocks: int = 7, steps: int = 200, batch: int = 256) -> tuple[float, float]:
+    """Median seconds per step of (library step, hand-written step)."""
     data = np.asarray(ex.data.load("gmm").model_data(), np.float32)
-    batches = [jnp.asarray(data[i * args.batch : (i + 1) * args.batch]) for i in range(args.steps)]
+    batches = [jnp.asarray(data[i * batch : (i + 1) * batch]) for i in range(steps)]
+    step_numbers = [jnp.asarray(i, jnp.int32) for i in range(steps)]  # on the device, like the data
     net = ex.MLP(2, key=jax.random.key(0), width=128, depth=3)
     model = ex.EpsModel(net, target="eps")
 
     config = OptimConfig(lr=1e-3, warmup_steps=0, lr_decay="constant", grad_clip=1.0, ema_decay=0.999)
-    trainer = Trainer.create(ex.Sigmoid(2.0), make_proposal(ex.Cosine(-15.0, 15.0)), config, args.steps)
+    trainer = Trainer.create(ex.Sigmoid(2.0), make_proposal(ex.Cosine(-15.0, 15.0)), config, steps)
     lib_step = eqx.filter_jit(lambda trainer, state, x: trainer.step(state, x))
     state = trainer.init(model, key=jax.random.key(1))
 
@@ -80,18 +76,27 @@ def main() -> None:
     def run_hand():
         nonlocal hw
         key = jax.random.key(2)
-        for i, x in enumerate(batches):
-            *hw, loss = hw_step(*hw, x, jax.random.fold_in(key, i))
+        for i, x in zip(step_numbers, batches, strict=True):
+            *hw, loss = hw_step(*hw, x, key, i)
         jax.block_until_ready(loss)
 
     run_library(), run_hand()  # compile and warm up
     lib_times, hand_times = [], []
-    for _ in range(args.blocks):
+    for _ in range(blocks):
         for fn, times in ((run_library, lib_times), (run_hand, hand_times)):
             start = time.perf_counter()
             fn()
-            times.append((time.perf_counter() - start) / args.steps)
-    lib, hand = np.median(lib_times), np.median(hand_times)
+            times.append((time.perf_counter() - start) / steps)
+    return float(np.median(lib_times)), float(np.median(hand_times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args()
+    lib, hand = measure(args.blocks, args.steps, args.batch)
     print(
         f"backend {jax.default_backend()}; MLP width 128 depth 3, batch {args.batch}, {args.blocks} blocks of {args.steps} steps"
     )

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jaxtyping import Float
 
 from eqx_impl import _validate
@@ -184,6 +186,19 @@ class GaussianMixture(AbstractAnalyticData):
     With $v_k = \alpha^2 s_k^2 + \sigma^2$ and $r_k(z) \propto w_k\mathcal N(z; \alpha\mu_k, v_k)$,
     $$\hat x = \sum_k r_k\Big(\mu_k + \frac{\alpha s_k^2}{v_k}(z - \alpha\mu_k)\Big), \qquad
       \hat\epsilon = \sum_k r_k \frac{\sigma}{v_k}(z - \alpha\mu_k).$$
+
+    Only the logits $\ell_k$, $r_k$ and $z - \alpha\mu_k$ depend on the example; $\alpha$,
+    $\sigma$ and $\ln v_k$ depend on $\lambda$ alone and are computed per component, so a
+    $\lambda$ shared by a batch (a sampler step) costs $O(K\cdot\mathrm{dim})$ transcendentals,
+    not one per example. Isotropic `stds` keep one variance per component.
+
+    Internally the arrays are component-major, `(K, dim, *batch)`: the short axes (components,
+    coordinates) lead and the batch axes are contiguous, and sums and maxima over the short
+    axes are pairwise elementwise ops (`_pairwise`). On XLA:CPU this makes a call on a
+    large batch several times faster than `(*batch, K, dim)` arrays with `jnp.sum`. The layout
+    is invisible from outside: methods act on one example `(dim,)`, broadcast over leading
+    axes, and batch with `jax.vmap` as before (calling a method, or a sampler with
+    `S_churn = 0`, on the whole batch is the faster route on the CPU).
     """
 
     weights: Float[Array, " K"] = eqx.field(converter=_float_array)
@@ -211,18 +226,32 @@ class GaussianMixture(AbstractAnalyticData):
     def _stds_full(self) -> Float[Array, "K dim"]:
         return jnp.broadcast_to(self.stds.reshape(self.num_components, -1), self.means.shape)
 
-    def _log_var(self) -> Float[Array, "K dim"]:
-        return 2.0 * jnp.log(self._stds_full())
+    def _log_var(self) -> Float[Array, "K 1"] | Float[Array, "K dim"]:
+        r"""$\ln s_k^2$: `(K, 1)` for isotropic `stds` (one variance per component), else `(K, dim)`."""
+        return 2.0 * jnp.log(self.stds.reshape(self.num_components, -1))
+
+    def _component_major(self, x: Array, batch: tuple[int, ...]) -> Float[Array, " dim *batch"]:
+        """`x` `(..., dim)` broadcast to `(*batch, dim)`, with its last axis moved to the front."""
+        return jnp.moveaxis(jnp.broadcast_to(x, (*batch, self.dim)), -1, 0)
 
     def _components(self, z: Array, logsnr: LogSNR):
-        """Logits `(..., K)`, $z - \\alpha\\mu_k$ and $\\ln v_k$ `(..., K, dim)`, $\\lambda$ `(..., 1, 1)`."""
+        r"""The mixture at $z_\lambda = z$, component-major; `batch` = `broadcast(z.shape[:-1], logsnr.shape)`.
+
+        **Returns:** logits $\ell_k = \ln w_k + \ln\mathcal N(z; \alpha\mu_k, v_k)$ `(K, *batch)`,
+        $z - \alpha\mu_k$ `(K, dim, *batch)`, and $\ln v_k$ `(K, 1 | dim, ...)`, $\ln\alpha^2$,
+        $\ln\sigma^2$ with $\lambda$'s own shape in the batch axes (per component, not per
+        example, when $\lambda$ is shared).
+        """
         _check_last_axis("z", z, self.dim)
-        lam = _logsnr_like(logsnr, z)[..., None, None]
+        lam = _logsnr_like(logsnr, z)
+        batch = jnp.broadcast_shapes(z.shape[:-1], lam.shape)
+        pad = (1,) * len(batch)  # per-component constants broadcast over the batch axes
         log_a2, log_s2 = jax.nn.log_sigmoid(lam), jax.nn.log_sigmoid(-lam)
-        log_v = jnp.logaddexp(log_a2 + self._log_var(), log_s2)
-        diff = z[..., None, :] - jnp.exp(0.5 * log_a2) * self.means
-        logits = jnp.log(self.weights) + _log_normal(diff, log_v)
-        return logits, diff, log_v, lam
+        log_var = self._log_var()
+        log_v = jnp.logaddexp(log_a2 + log_var.reshape(*log_var.shape, *pad), log_s2)
+        diff = self._component_major(z, batch) - jnp.exp(0.5 * log_a2) * self.means.reshape(*self.means.shape, *pad)
+        logits = jnp.log(self.weights).reshape(-1, *pad) + _log_normal(diff, log_v)
+        return logits, diff, log_v, log_a2, log_s2
 
     def sample_from_noise(
         self, u: Float[Array, "*batch"], noise: Float[Array, "*batch dim"]
@@ -249,27 +278,93 @@ class GaussianMixture(AbstractAnalyticData):
     def log_prob(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch"]:
         r"""$\mathrm{logsumexp}_k(\ln w_k + \ln\mathcal N(x; \mu_k, s_k^2))$."""
         _check_last_axis("x", x, self.dim)
-        logits = jnp.log(self.weights) + _log_normal(x[..., None, :] - self.means, self._log_var())
-        return jax.scipy.special.logsumexp(logits, axis=-1)
+        pad = (1,) * (x.ndim - 1)
+        log_var = self._log_var()
+        diff = self._component_major(x, x.shape[:-1]) - self.means.reshape(*self.means.shape, *pad)
+        logits = jnp.log(self.weights).reshape(-1, *pad) + _log_normal(diff, log_var.reshape(*log_var.shape, *pad))
+        return _logsumexp(logits)
 
     def log_prob_noisy(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\mathrm{logsumexp}_k(\ln w_k + \ln\mathcal N(z; \alpha\mu_k, v_k))$. **Returns:** shape `broadcast(z.shape[:-1], logsnr.shape)`."""
-        return jax.scipy.special.logsumexp(self._components(z, logsnr)[0], axis=-1)
+        return _logsumexp(self._components(z, logsnr)[0])
 
     def denoise(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\sum_k r_k(\mu_k + \alpha s_k^2(z - \alpha\mu_k)/v_k)$. **Returns:** shape of `z`."""
-        logits, diff, log_v, lam = self._components(z, logsnr)
-        resp = jax.nn.softmax(logits, axis=-1)
-        post = self.means + jnp.exp(0.5 * jax.nn.log_sigmoid(lam) + self._log_var() - log_v) * diff
-        return jnp.sum(resp[..., None] * post, axis=-2)
+        logits, diff, log_v, log_a2, _ = self._components(z, logsnr)
+        pad = (1,) * (diff.ndim - 2)
+        log_var, means = self._log_var(), self.means.reshape(*self.means.shape, *pad)
+        post = means + jnp.exp(0.5 * log_a2 + log_var.reshape(*log_var.shape, *pad) - log_v) * diff
+        return jnp.moveaxis(_posterior_mean(logits, post), 0, -1)
 
     def eps(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
-        r"""$\sum_k r_k\,\sigma(z - \alpha\mu_k)/v_k$ (no division by $\sigma$). **Returns:** shape of `z`."""
-        logits, diff, log_v, lam = self._components(z, logsnr)
-        resp = jax.nn.softmax(logits, axis=-1)
-        return jnp.sum(resp[..., None] * jnp.exp(0.5 * jax.nn.log_sigmoid(-lam) - log_v) * diff, axis=-2)
+        r"""$\sigma\sum_k r_k(z - \alpha\mu_k)/v_k$ (no division by $\sigma$). **Returns:** shape of `z`."""
+        logits, diff, log_v, _, log_s2 = self._components(z, logsnr)
+        # σ is common to the components: one multiplication per output entry.
+        return jnp.moveaxis(jnp.exp(0.5 * log_s2) * _posterior_mean(logits, jnp.exp(-log_v) * diff), 0, -1)
 
 
-def _log_normal(diff: Array, log_var: Array) -> Array:
-    r"""$\sum_j \ln\mathcal N(\mathrm{diff}_j; 0, e^{\mathrm{log\_var}_j})$ over the last axis."""
-    return -0.5 * jnp.sum(diff**2 * jnp.exp(-log_var) + log_var + _LOG_2PI, axis=-1)
+# Reductions over an axis at most this long are pairwise elementwise ops (`_sum`, `_max`).
+_PAIRWISE_MAX = 64
+
+
+def _sum(x: Array, axis: int) -> Array:
+    """`jnp.sum(x, axis)`; pairwise (`_pairwise`) over a short axis."""
+    return _pairwise(jnp.add, x, axis) if x.shape[axis] <= _PAIRWISE_MAX else jnp.sum(x, axis)
+
+
+def _max(x: Array, axis: int) -> Array:
+    """`jnp.max(x, axis)`; pairwise (`_pairwise`) over a short axis."""
+    return _pairwise(jnp.maximum, x, axis) if x.shape[axis] <= _PAIRWISE_MAX else jnp.max(x, axis)
+
+
+def _pairwise(op: Callable[[Array, Array], Array], x: Array, axis: int) -> Array:
+    r"""Reduce `axis` of `x` with the associative binary `op` in $\lceil\log_2 n\rceil$ rounds.
+
+    Each round applies `op` to the first and the last $\lfloor n/2\rfloor$ entries (the middle
+    one of an odd $n$ is carried over): the sum or maximum, up to the order of summation
+    (pairwise: error $O(u\log n)$). Why not `jnp.sum`: XLA:CPU hands a `reduce` over a large
+    array to a library kernel (YNNPACK) that is slow when the reduced axis is short (the K
+    components, the dim coordinates) and the batch long, while these slices and elementwise
+    ops fuse with their neighbours into loops vectorised along the contiguous batch axes
+    (about 10x faster for the mixture's sampler step). Over long axes (> `_PAIRWISE_MAX`) the
+    library kernel wins and compiles faster, so `_sum` and `_max` use it there.
+
+    **Returns:** `x` without `axis`.
+    """
+    axis = axis % x.ndim
+    while (n := x.shape[axis]) > 1:
+        half = n // 2
+        pairs = op(lax.slice_in_dim(x, 0, half, axis=axis), lax.slice_in_dim(x, n - half, n, axis=axis))
+        x = jnp.concatenate([pairs, lax.slice_in_dim(x, half, n - half, axis=axis)], axis) if n % 2 else pairs
+    return jnp.squeeze(x, axis)
+
+
+def _log_normal(diff: Float[Array, " K dim *batch"], log_var: Array) -> Float[Array, " K *batch"]:
+    r"""$\sum_j \ln\mathcal N(\mathrm{diff}_j; 0, e^{\mathrm{log\_var}_j})$ over the coordinates (axis 1).
+
+    An isotropic `log_var` (axis 1 of length 1) is one variance per component:
+    $-\tfrac12\big(e^{-\mathrm{log\_var}}\|\mathrm{diff}\|^2 + \mathrm{dim}\,(\mathrm{log\_var} + \ln 2\pi)\big)$.
+    """
+    dim = diff.shape[1]
+    if log_var.shape[1] == 1:
+        log_var = jnp.squeeze(log_var, 1)
+        return -0.5 * (jnp.exp(-log_var) * _sum(diff**2, 1) + dim * (log_var + _LOG_2PI))
+    return -0.5 * (_sum(diff**2 * jnp.exp(-log_var) + log_var, 1) + dim * _LOG_2PI)
+
+
+def _max_logit(logits: Float[Array, " K *batch"]) -> Float[Array, " *batch"]:
+    r"""$m = \max_k \ell_k$, the shift that keeps $e^{\ell_k - m} \le 1$ (a constant for the gradient)."""
+    return lax.stop_gradient(_max(logits, 0))
+
+
+def _logsumexp(logits: Float[Array, " K *batch"]) -> Float[Array, "*batch"]:
+    r"""$\mathrm{logsumexp}_k\,\ell_k = m + \ln\sum_k e^{\ell_k - m}$ over axis 0, $m = \max_k \ell_k$ (constant for the gradient)."""
+    m = _max_logit(logits)
+    return m + jnp.log(_sum(jnp.exp(logits - m), 0))
+
+
+def _posterior_mean(logits: Float[Array, " K *batch"], q: Float[Array, " K dim *batch"]) -> Float[Array, " dim *batch"]:
+    r"""$\sum_k r_k q_k$, $r = \mathrm{softmax}_k\,\ell$, as $\sum_k e^{\ell_k - m} q_k / \sum_k e^{\ell_k - m}$ with
+    $m = \max_k \ell_k$: one exp per component and one division per output entry."""
+    e = jnp.exp(logits - _max_logit(logits))
+    return _sum(e[:, None] * q, 0) / _sum(e, 0)[None]

@@ -73,6 +73,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stop-after", type=int, metavar="STEPS", help="stop with a checkpoint after this many steps (resume later)"
     )
+    g = p.add_argument_group(
+        "multi-host data parallelism",
+        "run the same command in every process, with train.data_parallel=true and its own "
+        "--process-id (see docs/tutorials/scaling.md)",
+    )
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, reachable from every host")
+    g.add_argument("--num-processes", type=int, metavar="N", help="number of processes (hosts)")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1 (0 writes the run)")
 
     p = sub.add_parser(
         "sample",
@@ -125,8 +133,14 @@ def _format_metrics(values: dict) -> str:
 
 
 def _cmd_train(args) -> int:
-    from eqx_impl.train import load_config, train
+    from eqx_impl.train import ConfigError, load_config, parallel, train
 
+    multi_host = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in multi_host):
+        if any(v is None for v in multi_host):
+            raise ConfigError("--coordinator, --num-processes and --process-id go together; pass all three.")
+        # Before anything touches a device: afterwards jax.devices() lists every process's.
+        parallel.initialize(*multi_host)
     config = load_config(args.config, args.overrides)
     t0 = time.perf_counter()
     result = train(
@@ -140,6 +154,9 @@ def _cmd_train(args) -> int:
     )
     tm = result.timings
     step = int(result.state.step)
+    if not parallel.is_main_process():
+        print(f"process {args.process_id}: trained to step {step}; process 0 wrote {result.run_dir}")
+        return 0
     loss = result.rows[-1]["loss"] if result.rows else float("nan")
     rate = tm.get("steps_per_sec", float("nan"))
     print(f"run directory: {result.run_dir}")
@@ -158,19 +175,25 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _check_sample_flags(args) -> None:
+    from eqx_impl.train.config import SAMPLERS, ConfigError
+
+    if args.sampler is not None and args.sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}.")
+    for flag, value, least in (("--num", args.num, 1), ("--steps", args.steps, 2), ("--seed", args.seed, 0)):
+        if value is not None and value < least:
+            raise ConfigError(f"{flag} {value}: must be an integer >= {least} (or left out for the run's eval.* value).")
+
+
 def _cmd_sample(args) -> int:
     import numpy as np
 
     from eqx_impl.train.evaluate import draw_samples, save_samples
     from eqx_impl.train.rundir import load_run
 
+    _check_sample_flags(args)  # before the (slow) rebuild of the run
     setup, state, path = load_run(args.run_dir, checkpoint=args.checkpoint)
     model = state.model if args.raw else state.ema
-    if args.sampler is not None:
-        from eqx_impl.train.config import SAMPLERS, ConfigError
-
-        if args.sampler not in SAMPLERS:
-            raise ConfigError(f"--sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}.")
     samples = draw_samples(
         setup.config,
         model,

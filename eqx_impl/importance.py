@@ -274,15 +274,18 @@ class Adaptive(eqx.Module):
         dtype = state.ema.dtype
         logsnr, values = jnp.asarray(logsnr, dtype), jnp.asarray(values, dtype)
         _validate.same_shape("logsnr", logsnr, "values", values)
-        if self.target == "mean":
-            values = eqx.error_if(
-                values,
-                jnp.any(values < 0),
-                "values must be >= 0 for target='mean'; pass w(logsnr) * loss.",
-            )
         k = self.bin_index(logsnr).ravel()
         y = values.ravel() ** 2 if self.target == "rms" else values.ravel()
         sums = jax.ops.segment_sum(y, k, num_segments=self.n_bins)
+        if self.target == "mean":
+            # The check guards the per-bin sums rather than the values: with the batch split
+            # over devices (`train.parallel`) only this small reduced array then passes
+            # through the check, which runs on one device.
+            sums = eqx.error_if(
+                sums,
+                jnp.any(values < 0),
+                "values must be >= 0 for target='mean'; pass w(logsnr) * loss.",
+            )
         hits = jax.ops.segment_sum(jnp.ones_like(k), k, num_segments=self.n_bins)
         batch_mean = sums / jnp.maximum(hits, 1).astype(dtype)
         hit = hits > 0

@@ -152,3 +152,46 @@ def test_exact_resume(tmp_path, steps_per_dispatch):
     assert _leaves_equal(resumed.state, full.state)
     assert [r["loss"] for r in resumed.rows] == [r["loss"] for r in full.rows]
     assert [r["step"] for r in resumed.rows] == [5, 10, 15, 20]
+
+
+def test_garbage_and_corrupt_header_name_the_file(tmp_path, trained_state):
+    setup, state = trained_state
+    path = save_checkpoint(tmp_path, state)
+    payload = path.read_bytes().split(b"\n", 2)[2]
+    for raw, message in [
+        (b"\x89PNG\r\n garbage", "not a checkpoint of this library"),
+        (b"WELBO-CKPT\n{not json\n" + payload, "corrupt header"),
+        (b"WELBO-CKPT\n" + json.dumps({"format": 99, "size": 1, "sha256": ""}).encode() + b"\nx", "format 99"),
+        (b"WELBO-CKPT\n", "corrupt header"),  # cut off right after the magic line
+    ]:
+        path.write_bytes(raw)
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_checkpoint(path, setup.initial)
+        assert str(path) in str(info.value)
+
+
+def test_a_later_write_removes_what_a_killed_write_left(tmp_path, trained_state):
+    _, state = trained_state
+    stale = tmp_path / ".ckpt-00000002.eqx.k3j4x.tmp"  # as files.atomic_write_bytes names them
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / "notes.tmp"
+    other.write_text("not ours")
+    assert [s for s, _ in list_checkpoints(tmp_path)] == []  # never mistaken for a checkpoint
+    save_checkpoint(tmp_path, state)
+    assert not stale.exists() and other.exists()
+
+
+def test_training_resumes_from_the_previous_checkpoint_when_the_newest_is_cut_off(tmp_path):
+    """A checkpoint truncated mid-file (a full disk; a crash cannot do it, the write is
+    atomic): `train` warns, naming it, and resumes from the one before."""
+    config = tiny_config(schedule="adaptive", steps=20, checkpoint_every=5)
+    messages = []
+    kwargs = dict(preflight=False, progress=False, evaluate=False, echo=messages.append)
+    train(config, run_dir=tmp_path / "run", stop_after=10, **kwargs)
+    newest = checkpoint_path(tmp_path / "run" / "checkpoints", 10)
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=r"ckpt-00000010\.eqx.*truncated.*Falling back"):
+        result = train(config, run_dir=tmp_path / "run", **kwargs)
+    assert any("ckpt-00000005.eqx (step 5)" in m for m in messages), messages
+    assert int(result.state.step) == 20
+    assert [r["step"] for r in result.rows] == [5, 10, 15, 20]

@@ -523,3 +523,32 @@ def test_fetch_errors(tmp_path):
         data.fetch("../file.bin", base_url=str(tmp_path), checksum=digest, cache_dir=empty)
     with pytest.raises(ValueError, match="not a directory"):
         data.mnist(cache_dir=source, base_url=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not gzip at all", "Not a gzipped file"),
+        (gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc"), "truncated or corrupt"),  # idx cut off
+        (gzip.compress(_idx_bytes(np.arange(6).reshape(2, 3)))[:-12], "Compressed file ended"),  # gzip cut off
+    ],
+)
+def test_malformed_data_files_name_the_file_and_the_fix(mnist_mirror, tmp_path, content, message):
+    """A file whose checksum the user vouched for (`checksums=`) but that does not parse."""
+    mirror, _, checksums = mnist_mirror
+    name = "train-labels-idx1-ubyte.gz"
+    (mirror / name).write_bytes(content)
+    checksums = {**checksums, name: _sha256(mirror / name)}
+    with pytest.raises(ValueError, match=message) as info:
+        data.load("mnist", cache_dir=tmp_path / "cache", base_url=str(mirror), checksums=checksums)
+    assert name in str(info.value) and "Delete it" in str(info.value)
+
+
+def test_malformed_cifar_archive_names_the_file(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    archive = mirror / "cifar-10-binary.tar.gz"
+    archive.write_bytes(gzip.compress(b"not a tar archive" * 40))
+    checksums = {archive.name: "md5:" + hashlib.md5(archive.read_bytes()).hexdigest()}
+    with pytest.raises(ValueError, match="Cannot read the CIFAR-10 archive .*cifar-10-binary.tar.gz.*Delete it"):
+        data.cifar10(cache_dir=tmp_path / "cache", base_url=str(mirror), checksums=checksums)

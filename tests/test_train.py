@@ -4,6 +4,8 @@ check, and run-directory outputs."""
 
 from __future__ import annotations
 
+import re
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,9 @@ import reference as ref
 from eqx_impl.analytic import GaussianMixture
 from eqx_impl.train import (
     PreflightError,
+    TrainingDiverged,
     build,
+    load_checkpoint,
     registry,
     run_preflight,
     run_steps,
@@ -271,3 +275,81 @@ def test_preflight_refuses_a_broken_weighting(monkeypatch, tmp_path):
         train(config, run_dir=tmp_path / "run", preflight=True, progress=False, echo=lambda _: None)
     assert not (tmp_path / "run" / "checkpoints").exists()
     assert "FAILED" in (tmp_path / "run" / "preflight.txt").read_text()
+
+
+# --- non-finite guard ----------------------------------------------------------------------
+
+
+def _nan_batch_run(policy, bad_step, k=3):
+    """`k` steps in one dispatch on batches of 32; the batch of step `bad_step` (0-based)
+    has a NaN in one example. **Returns:** `(setup, data, indices, state, metrics)`."""
+    setup = build(tiny_config(nonfinite=policy))
+    data = np.array(setup.dataset.model_data("train"))
+    data[bad_step * 32 + 7, 1] = np.nan
+    indices = jnp.asarray(np.arange(k * 32).reshape(k, 32), jnp.int32)
+    state, metrics = run_steps(setup.trainer, setup.initial, jnp.asarray(data), indices)
+    return setup, jnp.asarray(data), indices, state, metrics
+
+
+def test_nonfinite_step_changes_no_parameter():
+    """A NaN in the batch: the jitted step returns model, EMA, optimiser and adaptive state
+    bit-identical to before it (only the step counter advances), and flags it."""
+    setup, data, indices, state, metrics = _nan_batch_run("skip", bad_step=0, k=1)
+    assert np.asarray(metrics["nonfinite"]).tolist() == [1] and not np.isfinite(metrics["loss"][0])
+    assert int(state.step) == 1
+    for name in ("model", "ema", "opt_state", "proposal_state", "proposal_opt_state", "key"):
+        assert _same(getattr(state, name), getattr(setup.initial, name)), name
+    # skip: the next steps in the same dispatch train normally
+    setup, data, indices, state, metrics = _nan_batch_run("skip", bad_step=1)
+    assert np.asarray(metrics["nonfinite"]).tolist() == [0, 1, 0] and int(state.step) == 3
+    one, _ = run_steps(setup.trainer, setup.initial, data, indices[:1])
+    two, _ = run_steps(setup.trainer, one, data, indices[1:2])  # the bad step alone
+    assert _same(two.model, one.model) and _same(two.opt_state, one.opt_state) and int(two.step) == 2
+    three, _ = run_steps(setup.trainer, two, data, indices[2:3])
+    assert _same(state, three)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)))
+
+
+def test_nonfinite_stop_keeps_the_state_before_the_bad_step():
+    """stop: the dispatch returns the state after the last good step, step counter included,
+    even when good steps follow the bad one in the same `lax.scan`."""
+    setup, data, indices, state, metrics = _nan_batch_run("stop", bad_step=1)
+    assert np.asarray(metrics["nonfinite"])[1] == 1
+    one, _ = run_steps(setup.trainer, setup.initial, data, indices[:1])
+    assert int(state.step) == 1 and _same(state, one)
+
+
+class _NaNBandSigmoid(ex.Sigmoid):
+    """Sigmoid that is NaN for λ in (2.0, 2.1): about one training step in six hits it."""
+
+    def __call__(self, logsnr):
+        w = super().__call__(logsnr)
+        lam = jnp.asarray(logsnr)
+        return jnp.where((lam > 2.0) & (lam < 2.1), jnp.nan, w)
+
+
+def test_nonfinite_policies_in_the_training_loop(monkeypatch, tmp_path):
+    """stop: `TrainingDiverged` names the step and a checkpoint of the last good state, which
+    equals a clean run to that step; resuming with `train.nonfinite=skip` then finishes the
+    run, counts the skipped steps in metrics.jsonl and ends as a run that skipped throughout."""
+    monkeypatch.setitem(registry.WEIGHTINGS, "sigmoid", registry.Entry(_NaNBandSigmoid, ref.Sigmoid))
+    kwargs = dict(preflight=False, progress=False, evaluate=False, echo=lambda _: None)
+    stop = tiny_config(steps=30, nonfinite="stop")
+    skip = tiny_config(steps=30, nonfinite="skip")
+    with pytest.raises(TrainingDiverged, match=r"non-finite at step (\d+).*train.nonfinite=skip") as info:
+        train(stop, run_dir=tmp_path / "stop", **kwargs)
+    bad = int(re.search(r"at step (\d+)", str(info.value)).group(1))
+    path = tmp_path / "stop" / "checkpoints" / f"ckpt-{bad - 1:08d}.eqx"
+    assert str(path) in str(info.value) and 1 < bad < 30
+    # The checkpoint holds the state before the bad step: a run stopped there matches it.
+    clean = train(skip, run_dir=tmp_path / "clean", stop_after=bad - 1, **kwargs)
+    saved = load_checkpoint(path, clean.state)
+    assert int(saved.step) == bad - 1 and _same(saved, clean.state)
+    # Resume with the skip policy (a resumable change): finishes, counts what it skipped.
+    resumed = train(skip, run_dir=tmp_path / "stop", **kwargs)
+    full = train(skip, run_dir=tmp_path / "skip", **kwargs)
+    assert int(resumed.state.step) == 30 and _same(resumed.state, full.state)
+    skipped = [r["skipped"] for r in full.rows]
+    assert sum(skipped) >= 2 and [r["skipped"] for r in resumed.rows] == skipped
+    assert all(np.isfinite(r["loss"]) for r in full.rows)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(eqx.filter(full.state, eqx.is_inexact_array)))

@@ -62,8 +62,14 @@ def parse_idx(data: bytes) -> np.ndarray:
 
 
 def _read_idx_gz(path) -> np.ndarray:
-    with gzip.open(path, "rb") as stream:
-        return parse_idx(stream.read())
+    try:
+        with gzip.open(path, "rb") as stream:
+            return parse_idx(stream.read())
+    except (OSError, EOFError, ValueError) as err:  # not gzip, cut off, or not idx inside
+        raise ValueError(
+            f"Cannot read {str(path)!r} as a gzip-compressed idx file: {err}. Delete it so that "
+            "it is downloaded again, or fix the mirror (base_url) that served it."
+        ) from None
 
 
 def _image_dataset(name, train, train_labels, test, test_labels) -> Dataset:
@@ -179,7 +185,13 @@ def cifar10(
         checksum=expected[CIFAR10_ARCHIVE],
         cache_dir=directory,
     )
-    with tarfile.open(path, "r:gz") as archive:
-        train = _read_members(archive, CIFAR10_TRAIN)
-        test = _read_members(archive, CIFAR10_TEST)
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            train = _read_members(archive, CIFAR10_TRAIN)
+            test = _read_members(archive, CIFAR10_TEST)
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        raise ValueError(
+            f"Cannot read the CIFAR-10 archive {str(path)!r}: {err}. Delete it so that it is "
+            "downloaded again, or fix the mirror (base_url) that served it."
+        ) from None
     return _image_dataset("cifar10", *train, *test)

@@ -8,8 +8,13 @@ File layout (`ckpt-<step:08d>.eqx`):
 
 The header records the payload's length and SHA-256, so a truncated or corrupted file is
 recognised before any leaf is read, and the error names the file. Files are written
-atomically (temporary file + `os.replace`); the newest `keep` are kept. Resuming takes the
+atomically (temporary file + `os.replace`); the newest `keep` are kept, and temporary files
+left by a write that was killed are removed by the next successful one. Resuming takes the
 newest checkpoint that loads and falls back to older ones, warning about each bad file.
+
+Test hook: the environment variable `EQX_IMPL_CHECKPOINT_WRITE_DELAY` (seconds) makes every
+checkpoint write sleep between writing its temporary file and renaming it, so that a test
+can kill the process inside a write (`tests/test_crash_safety.py`). Unset, it costs nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -37,6 +44,8 @@ __all__ = [
 MAGIC = b"WELBO-CKPT\n"
 FORMAT = 1
 _NAME = re.compile(r"^ckpt-(\d{8,})\.eqx$")
+_TEMPORARY = re.compile(r"^\.ckpt-\d{8,}\.eqx\..*\.tmp$")  # see files.atomic_write_bytes
+WRITE_DELAY_ENV = "EQX_IMPL_CHECKPOINT_WRITE_DELAY"
 
 
 class CheckpointError(RuntimeError):
@@ -81,10 +90,20 @@ def save_checkpoint(directory: str | Path, state, *, keep: int = 3) -> Path:
         "sha256": hashlib.sha256(payload).hexdigest(),
     }
     path = checkpoint_path(directory, step)
-    atomic_write_bytes(path, MAGIC + json.dumps(header).encode() + b"\n" + payload)
+    atomic_write_bytes(path, MAGIC + json.dumps(header).encode() + b"\n" + payload, before_replace=_write_delay)
     for _, old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
+    for stale in Path(directory).iterdir():  # left by a process killed inside a write
+        if _TEMPORARY.match(stale.name):
+            stale.unlink(missing_ok=True)
     return path
+
+
+def _write_delay(_temporary: Path) -> None:
+    """The test hook: sleep `$EQX_IMPL_CHECKPOINT_WRITE_DELAY` seconds before the rename."""
+    delay = os.environ.get(WRITE_DELAY_ENV)
+    if delay:
+        time.sleep(float(delay))
 
 
 def _payload(path: Path) -> tuple[dict, bytes]:

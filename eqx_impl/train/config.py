@@ -111,17 +111,23 @@ class OptimConfig:
 class TrainConfig:
     """Steps, batch size and seed; `steps_per_dispatch` steps run in one `lax.scan` per call.
     Metrics every `log_every` steps, checkpoints every `checkpoint_every` (the last
-    `keep_checkpoints` kept) under `run_dir`."""
+    `keep_checkpoints` kept) under `run_dir`. `data_parallel`: split each batch over all
+    devices (of all processes), the state replicated (`batch_size` must be a multiple of
+    the device count; see `parallel.py`). `nonfinite`: a step whose loss or gradient is
+    NaN/inf changes no parameter; `stop` then saves the last good state and raises
+    `TrainingDiverged`, `skip` counts it (`skipped` in `metrics.jsonl`) and goes on."""
 
     steps: int = 1000
     batch_size: int = 128
     seed: int = 0
     steps_per_dispatch: int = 1
+    data_parallel: bool = False
     log_every: int = 100
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     run_dir: str = "runs/default"
     preflight: bool = True
+    nonfinite: str = "stop"
 
 
 @dataclass
@@ -159,6 +165,7 @@ class Config:
 METRICS = ("bpd", "fd", "gmm_nll", "bayes_gap", "sliced_wasserstein", "mmd")
 SAMPLERS = ("heun", "euler", "stochastic", "ancestral", "ddim")
 LR_DECAYS = ("constant", "cosine")
+NONFINITE_POLICIES = ("skip", "stop")
 
 
 # --- conversion of values ------------------------------------------------------------------
@@ -308,6 +315,12 @@ def check_values(config: Config) -> None:
     _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, ">= 1")
     _require(t.seed >= 0, "train.seed", t.seed, "an integer >= 0")
     _require(bool(t.run_dir), "train.run_dir", t.run_dir, "a non-empty path")
+    _require(
+        t.nonfinite in NONFINITE_POLICIES,
+        "train.nonfinite",
+        t.nonfinite,
+        "skip (skip and count steps with a NaN/inf loss or gradient) or stop (checkpoint and stop)",
+    )
     _require(e.num_samples >= 1, "eval.num_samples", e.num_samples, "an integer >= 1")
     _require(e.sampler in SAMPLERS, "eval.sampler", e.sampler, f"one of {', '.join(SAMPLERS)}")
     _require(e.sampling_steps >= 2, "eval.sampling_steps", e.sampling_steps, "an integer >= 2")

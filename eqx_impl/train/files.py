@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "atomic_write_text"]
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike, data: bytes, *, before_replace: Callable[[Path], None] | None = None
+) -> Path:
     """Write `data` to `path` atomically (same-folder temporary file, `fsync`, `os.replace`).
+    `before_replace(temporary path)` runs between the write and the rename (a test hook).
 
     **Returns:** the path written.
     """
@@ -26,6 +30,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

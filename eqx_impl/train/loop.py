@@ -3,7 +3,8 @@ log, plot, sample and evaluate. The run directory holds:
 
     config.yaml        the resolved configuration (sigma_data and log-SNR interval filled in)
     preflight.txt      the eqx-vs-reference report
-    metrics.jsonl      step, loss, loss_std, grad_norm, lr, steps_per_sec, elapsed_s per log
+    metrics.jsonl      step, loss, loss_std, grad_norm, lr, steps_per_sec, elapsed_s, skipped
+                       (steps with a non-finite loss or gradient, see train.nonfinite) per log
     checkpoints/       ckpt-<step>.eqx, the newest `train.keep_checkpoints`
     loss_curve.png     loss (and steps/s) against step
     proposal.png       the weighting against the proposal density at the end
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable
@@ -31,6 +33,7 @@ import yaml
 
 from eqx_impl import data as data_lib
 from eqx_impl.train import checkpoint as ckpt
+from eqx_impl.train import parallel
 from eqx_impl.train.config import (
     Config,
     ConfigError,
@@ -67,11 +70,14 @@ RESUMABLE_CHANGES = {
     "train.preflight",
     "train.run_dir",
     "train.steps_per_dispatch",
+    "train.data_parallel",
+    "train.nonfinite",  # the policy acts only on a step that changes nothing
 }
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the step and the last checkpoint."""
+    """A step's loss or gradient became NaN or infinite under `train.nonfinite: stop`; the
+    message names the step, the checkpoint of the last good state and what to do."""
 
 
 def _frozen(config: Config, *sections: str) -> str:
@@ -122,7 +128,10 @@ def build(config: Config, dataset: data_lib.Dataset | None = None) -> Setup:
     proposal = make_proposal(_init_schedule(_frozen(config, "objective"), k_schedule))
     weighting = build_weighting(o.weighting, o.weighting_args, (o.logsnr_min, o.logsnr_max))
     dropout = float(config.model.args.get("dropout", 0.0)) > 0.0
-    trainer = Trainer.create(weighting, proposal, config.optim, config.train.steps, dropout)
+    mesh = parallel.data_mesh(config.train.batch_size) if config.train.data_parallel else None
+    trainer = Trainer.create(
+        weighting, proposal, config.optim, config.train.steps, dropout, mesh, nonfinite=config.train.nonfinite
+    )
     state = init_state(trainer, model, k_train)
     return Setup(config, dataset, weighting, proposal, trainer, state)
 
@@ -201,6 +210,8 @@ def train(
     **Returns:** a `TrainResult`.
     """
     t_start = time.perf_counter()
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, numbers.Integral) or stop_after < 1):
+        raise ConfigError(f"stop_after (--stop-after) must be an integer >= 1 or None, got {stop_after!r}.")
     if run_dir is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, run_dir=str(run_dir)))
     setup = build(config)
@@ -215,7 +226,10 @@ def train(
     has_checkpoints = bool(ckpt.list_checkpoints(ckpt_dir))
     if resume and has_checkpoints and saved_config.is_file():
         _check_resumable(saved_config, config)
-    dump_config(config, saved_config)
+    # With several processes (multi-host data parallelism) only process 0 writes files.
+    writer = parallel.is_main_process()
+    if writer:
+        dump_config(config, saved_config)
     timings = {"setup_s": time.perf_counter() - t_start}
 
     if t.steps_per_dispatch > 1 and normalize_name(config.model.name) == "unet" and jax.default_backend() == "cpu":
@@ -228,7 +242,8 @@ def train(
     if t.preflight if preflight is None else preflight:
         t0 = time.perf_counter()
         report = run_preflight(config, setup.dataset, setup.weighting, setup.proposal, setup.initial.proposal_state)
-        atomic_write_text(run_dir / "preflight.txt", str(report) + "\n")
+        if writer:
+            atomic_write_text(run_dir / "preflight.txt", str(report) + "\n")
         echo(str(report))
         check_or_raise(report)
         timings["preflight_s"] = time.perf_counter() - t0
@@ -237,26 +252,42 @@ def train(
     if resume and has_checkpoints:
         state, path = ckpt.restore_latest(ckpt_dir, state)
         echo(f"resumed from {path} (step {int(state.step)})")
-    elif has_checkpoints:
+    elif has_checkpoints and writer:
         for _, old in ckpt.list_checkpoints(ckpt_dir):
             old.unlink()
+    mesh = setup.trainer.mesh
+    if mesh is not None:  # checkpoints load on one device; the run needs the state everywhere
+        state = parallel.replicate(state, mesh)
     start = int(state.step)
     end = t.steps if stop_after is None else min(t.steps, int(stop_after))
-    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start)
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start) if writer else None
+
+    def save(state) -> Path:
+        if writer:  # the state is replicated: one process writes it
+            return ckpt.save_checkpoint(ckpt_dir, state, keep=t.keep_checkpoints)
+        return ckpt.checkpoint_path(ckpt_dir, int(state.step))
+
     lr_at = learning_rate(config.optim, t.steps)
 
-    train_data = jnp.asarray(setup.dataset.model_data("train"))
+    if mesh is None:
+        train_data = jnp.asarray(setup.dataset.model_data("train"))
+    else:
+        train_data = parallel.replicate(setup.dataset.model_data("train"), mesh)
     stream = data_lib.batches(np.arange(len(train_data)), t.batch_size, seed=t.seed, start_step=start)
     bar = ProgressBar(t.steps, start, enabled=progress)
-    window: dict[str, list] = {"loss": [], "loss_std": [], "grad_norm": []}
-    step, last_saved = start, None
+    window: dict[str, list] = {"loss": [], "loss_std": [], "grad_norm": [], "nonfinite": []}
+    step, last_saved, skipped = start, None, 0
     window_start, window_steps = time.perf_counter(), 0
     first_dispatch_s, steady_time, steady_steps = None, 0.0, 0
     train_t0 = time.perf_counter()
     try:
         while step < end:
             k = min(t.steps_per_dispatch - step % t.steps_per_dispatch, end - step)
-            indices = jnp.asarray(np.stack([next(stream) for _ in range(k)]), jnp.int32)
+            indices = np.stack([next(stream) for _ in range(k)])
+            if mesh is None:
+                indices = jnp.asarray(indices, jnp.int32)
+            else:  # every process draws the global batch and supplies its devices' part
+                indices = parallel.shard_indices(indices, mesh)
             t0 = time.perf_counter()
             new_state, metrics = run_steps(setup.trainer, state, train_data, indices)
             metrics = jax.device_get(metrics)
@@ -267,41 +298,56 @@ def train(
                 steady_time += elapsed
                 steady_steps += k
             losses = np.asarray(metrics["loss"], np.float64)
-            if not np.all(np.isfinite(losses)):
-                bad = step + 1 + int(np.argmin(np.isfinite(losses)))
-                newest = ckpt.list_checkpoints(ckpt_dir)
+            bad_steps = np.asarray(metrics["nonfinite"]) > 0
+            if bad_steps.any() and t.nonfinite == "stop":
+                # The jitted step kept the state of the last good step (see Trainer.steps).
+                first = int(np.argmax(bad_steps))
+                state = new_state
+                bar.close()
+                path = _save_good_state(ckpt_dir, state, save)
                 raise TrainingDiverged(
-                    f"The loss became {losses[~np.isfinite(losses)][0]} at step {bad}; the state "
-                    "after it is discarded. Lower optim.lr, set optim.grad_clip, or check the "
-                    "weighting/schedule; the newest checkpoint is "
-                    f"{newest[-1][1] if newest else 'none'}."
+                    f"The loss or its gradient became non-finite at step {step + first + 1} "
+                    f"(loss {losses[first]}); that step changed no parameter and training "
+                    f"stopped. The state before it (step {int(state.step)}) is saved in {path}. "
+                    "To go on, run the same command again with --set train.nonfinite=skip (steps "
+                    "with a NaN/inf loss or gradient are then skipped and counted); or start over "
+                    "(--no-resume or a new --run-dir) with a lower optim.lr or optim.grad_clip, "
+                    "and check the data and the weighting/schedule for NaN or inf."
                 )
+            skipped += int(bad_steps.sum())
             state, before, step = new_state, step, step + k
             for name in window:
                 window[name].extend(np.asarray(metrics[name], np.float64).tolist())
             window_steps += k
             now = time.perf_counter()
             rate = window_steps / max(now - window_start, 1e-9)
-            bar.update(k, float(losses.mean()), rate)
+            bar.update(k, _finite_mean(losses), rate, skipped=skipped)
             if step // t.log_every > before // t.log_every or step == end:
                 row = {
                     "step": step,
-                    "loss": float(np.mean(window["loss"])),
-                    "loss_std": float(np.mean(window["loss_std"])),
-                    "grad_norm": float(np.mean(window["grad_norm"])),
+                    "loss": _finite_mean(window["loss"]),
+                    "loss_std": _finite_mean(window["loss_std"]),
+                    "grad_norm": _finite_mean(window["grad_norm"]),
                     "lr": _lr(lr_at, step - 1),
                     "steps_per_sec": rate,
                     "elapsed_s": now - train_t0,
+                    "skipped": int(np.sum(window["nonfinite"])),  # steps with a NaN/inf loss or gradient
                 }
-                log.write(row)
+                if row["skipped"]:
+                    echo(
+                        f"step {step}: skipped {row['skipped']} step(s) with a non-finite loss or "
+                        f"gradient ({skipped} in this session; train.nonfinite=skip)."
+                    )
+                if log is not None:
+                    log.write(row)
                 window = {name: [] for name in window}
                 window_start, window_steps = now, 0
             if step // t.checkpoint_every > before // t.checkpoint_every or step == end:
-                last_saved = ckpt.save_checkpoint(ckpt_dir, state, keep=t.keep_checkpoints)
+                last_saved = save(state)
     except KeyboardInterrupt:
         bar.close()
         if step > start and (last_saved is None or _step_of(last_saved) != step):
-            path = ckpt.save_checkpoint(ckpt_dir, state, keep=t.keep_checkpoints)
+            path = save(state)
             echo(f"interrupted: saved {path}; run the same command again to resume.")
         raise
     bar.close()
@@ -311,13 +357,15 @@ def train(
     if steady_steps:
         timings["steps_per_sec"] = steady_steps / steady_time
     if last_saved is None and step > start:
-        last_saved = ckpt.save_checkpoint(ckpt_dir, state, keep=t.keep_checkpoints)
+        last_saved = save(state)
+    if mesh is not None:  # sampling and evaluation run on one device
+        state = parallel.to_local(state)
 
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    rows = read_metrics(run_dir / "metrics.jsonl") if writer else []
     result = TrainResult(run_dir, config, state, rows, report, timings=timings, checkpoint=last_saved)
-    if step >= t.steps:
+    if step >= t.steps and writer:
         write_plots(run_dir, rows, setup, state.proposal_state)
-    if evaluate and step >= t.steps:
+    if evaluate and step >= t.steps and writer:
         t0 = time.perf_counter()
         samples = draw_samples(config, state.ema, setup.dataset.shape, progress=progress)
         save_samples(samples, setup.dataset, run_dir / "samples.png")
@@ -338,8 +386,26 @@ def train(
     summary = {"step": step, "evaluation": result.evaluation, "timings": timings}
     if rows:
         summary["final_loss"] = rows[-1]["loss"]
-    atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2, default=_jsonable) + "\n")
+        summary["skipped_steps"] = sum(int(r.get("skipped") or 0) for r in rows)
+    if writer:
+        atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2, default=_jsonable) + "\n")
     return result
+
+
+def _finite_mean(values) -> float:
+    """The mean of the finite values (NaN if none): skipped steps do not poison a log row."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def _save_good_state(ckpt_dir: Path, state: TrainState, save) -> Path:
+    """A checkpoint of `state` (the last good one), unless one of its step already exists.
+
+    **Returns:** its path.
+    """
+    existing = dict(ckpt.list_checkpoints(ckpt_dir))
+    return existing.get(int(state.step)) or save(state)
 
 
 def _lr(schedule, step: int) -> float:

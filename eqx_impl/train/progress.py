@@ -65,8 +65,11 @@ class ProgressBar:
             desc="train",
         )
 
-    def update(self, steps: int, loss: float, steps_per_sec: float) -> None:
-        self.bar.set_postfix(loss=f"{loss:.4g}", steps_s=f"{steps_per_sec:.1f}", refresh=False)
+    def update(self, steps: int, loss: float, steps_per_sec: float, *, skipped: int = 0) -> None:
+        postfix = {"loss": f"{loss:.4g}", "steps_s": f"{steps_per_sec:.1f}"}
+        if skipped:  # steps skipped for a non-finite loss or gradient (train.nonfinite=skip)
+            postfix["skipped"] = str(skipped)
+        self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(steps)
 
     def close(self) -> None:

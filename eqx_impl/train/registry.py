@@ -105,8 +105,13 @@ def _kwargs(entry: Entry, args: Mapping[str, Any], where: str, what: str) -> dic
 def _construct(factory, kwargs, where: str, what: str):
     try:
         return factory(**kwargs)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"{where}: cannot build {what} with {kwargs}: {err}") from None
+    except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as err:
+        # The constructors check their values; a TypeError or ZeroDivisionError from deeper
+        # down still means a badly typed or out-of-range argument in the config.
+        raise ConfigError(
+            f"{where}: cannot build {what} with {kwargs}: {type(err).__name__}: {err}. Fix or remove "
+            "the offending argument (left out, it takes its default)."
+        ) from None
 
 
 # --- weightings ----------------------------------------------------------------------------
@@ -236,8 +241,10 @@ def build_dataset(config: Config) -> data_lib.Dataset:
     """
     try:
         return data_lib.load(config.data.name, **config.data.args)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"data: {err}") from None
+    except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as err:
+        raise ConfigError(
+            f"data: {type(err).__name__}: {err}" if not isinstance(err, ValueError) else f"data: {err}"
+        ) from None
 
 
 class Flatten(eqx.Module):

@@ -27,10 +27,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
 from eqx_impl.losses import weighted_loss
-from eqx_impl.train.config import OptimConfig
+from eqx_impl.train.config import NONFINITE_POLICIES, OptimConfig
 from eqx_impl.train.optim import ema_decay_at, ema_update, model_optimizer, schedule_optimizer
+from eqx_impl.train.parallel import constrain_batch, constrain_replicated
 from eqx_impl.train.proposal import AbstractProposal
 from eqx_impl.train.state import TrainState, initial_state
 from eqx_impl.weightings import AbstractWeighting
@@ -82,17 +84,32 @@ class Trainer(eqx.Module):
     optim: tuple = eqx.field(static=True)  # the fields of an OptimConfig (hashable)
     total_steps: int = eqx.field(static=True)
     dropout: bool = eqx.field(static=True, default=False)
+    # Data parallelism (`parallel.py`): the batch is split over this mesh's "data" axis, the
+    # state replicated; `None` leaves placement to the inputs (one device).
+    mesh: Mesh | None = eqx.field(static=True, default=None)
+    # train.nonfinite: what a step with a non-finite loss or gradient does ("skip"/"stop").
+    nonfinite: str = eqx.field(static=True, default="stop")
+
+    def __check_init__(self):
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"Trainer: nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {self.nonfinite!r}."
+            )
 
     # The optimisers are rebuilt from the static settings where they are used, so two
     # trainers built from equal configs are equal pytrees and share compiled steps.
 
     @classmethod
-    def create(cls, weighting, proposal, optim: OptimConfig, total_steps: int, dropout=False):
-        """**Returns:** a `Trainer` for these ingredients and optimiser settings."""
+    def create(
+        cls, weighting, proposal, optim: OptimConfig, total_steps: int, dropout=False, mesh=None, nonfinite="stop"
+    ):
+        """**Returns:** a `Trainer` for these ingredients and optimiser settings (and a data
+        mesh from `parallel.data_mesh`, or `None`); `nonfinite` is the policy for a step
+        whose loss or gradient is not finite (see `steps`)."""
         # The step count matters only to a decaying learning rate; leaving it out otherwise
         # lets runs of different lengths share one compiled step.
         total_steps = int(total_steps) if optim.lr_decay != "constant" else 0
-        return cls(weighting, proposal, dataclasses.astuple(optim), total_steps, bool(dropout))
+        return cls(weighting, proposal, dataclasses.astuple(optim), total_steps, bool(dropout), mesh, str(nonfinite))
 
     @property
     def optim_config(self) -> OptimConfig:
@@ -162,8 +179,13 @@ class Trainer(eqx.Module):
     def step(self, state: TrainState, x) -> tuple[TrainState, dict]:
         """One optimisation step on the batch `x` (shape `(B, *data)`).
 
+        The step is guarded: if the loss, a gradient or an updated parameter is not finite,
+        the model, EMA, optimiser and proposal states are returned unchanged (selected
+        with `jnp.where`, not `lax.cond`, which XLA:CPU runs slowly around convolutions)
+        and only the step counter advances; `metrics["nonfinite"]` is then 1.
+
         **Returns:** `(new state, metrics)` with scalar metrics `loss`, `loss_std`,
-        `grad_norm`.
+        `grad_norm` and `nonfinite` (0 or 1).
         """
         g = self.gradients(state, x)
         params = eqx.filter(state.model, eqx.is_inexact_array)
@@ -184,12 +206,14 @@ class Trainer(eqx.Module):
             # w(λ)·ℓ = 2 p(λ) L̂: what the adaptive proposal tracks (a no-op for fixed ones).
             proposal_state = self.proposal.update(proposal_state, g.logsnr, 2.0 * g.density * g.losses)
 
+        # Checked after the update too: finite gradients can still overflow a parameter.
+        finite = _all_finite((g.loss, g.model_grads, g.schedule_grads, model, proposal_state))
         new_state = TrainState(
-            model=model,
-            ema=ema,
-            opt_state=opt_state,
-            proposal_state=proposal_state,
-            proposal_opt_state=proposal_opt_state,
+            model=_select(finite, model, state.model),
+            ema=_select(finite, ema, state.ema),
+            opt_state=_select(finite, opt_state, state.opt_state),
+            proposal_state=_select(finite, proposal_state, state.proposal_state),
+            proposal_opt_state=_select(finite, proposal_opt_state, state.proposal_opt_state),
             step=state.step + 1,
             key=state.key,
         )
@@ -197,30 +221,68 @@ class Trainer(eqx.Module):
             "loss": g.loss,
             "loss_std": jnp.std(g.losses),
             "grad_norm": optax.tree.norm(g.model_grads),
+            "nonfinite": jnp.logical_not(finite).astype(jnp.int32),
         }
         return new_state, metrics
+
+    def _guarded_step(self, state: TrainState, x, halted):
+        """`step`, and with the `stop` policy: from the first non-finite step on (`halted`),
+        the whole state, step counter included, stays the last good one.
+
+        **Returns:** `(state, metrics, halted)`.
+        """
+        new_state, metrics = self.step(state, x)
+        if self.nonfinite == "stop":
+            halted = halted | (metrics["nonfinite"] > 0)
+            new_state = _select(jnp.logical_not(halted), new_state, state)
+        return new_state, metrics, halted
 
     def steps(self, state: TrainState, data, indices) -> tuple[TrainState, dict]:
         """`indices.shape[0]` steps in a `lax.scan`; step `j` trains on `data[indices[j]]`.
         (Prefer one step per dispatch for convolutional networks on CPU; see below.)
 
+        With a `mesh`, each batch is split over its devices and the results are replicated.
+
+        A step with a non-finite loss or gradient changes no parameter (see `step`). With
+        `nonfinite="skip"` training goes on with the next step; with `"stop"` the state
+        after the call is the one before the first bad step (its step counter included),
+        so the caller can checkpoint it and stop.
+
         **Returns:** `(final state, metrics stacked over the steps)`.
         """
+        halted = jnp.zeros((), bool)
         if indices.shape[0] == 1:
             # No loop for a single step: XLA:CPU runs channel-first convolutions inside a
             # while loop an order of magnitude slower than outside one (jax-ml/jax#12868).
-            state, metrics = self.step(state, data[indices[0]])
-            return state, jax.tree.map(lambda m: m[None], metrics)
+            state, metrics, _ = self._guarded_step(state, constrain_batch(data[indices[0]], self.mesh), halted)
+            return constrain_replicated((state, jax.tree.map(lambda m: m[None], metrics)), self.mesh)
         # Only arrays go through the scan carry; Python leaves (e.g. a Dropout's `inference`
         # flag) stay static.
         dynamic, static = eqx.partition(state, eqx.is_array)
 
         def body(carry, idx):
-            new_state, metrics = self.step(eqx.combine(carry, static), data[idx])
-            return eqx.filter(new_state, eqx.is_array), metrics
+            dynamic, halted = carry
+            x = constrain_batch(data[idx], self.mesh)
+            new_state, metrics, halted = self._guarded_step(eqx.combine(dynamic, static), x, halted)
+            return (eqx.filter(new_state, eqx.is_array), halted), metrics
 
-        dynamic, metrics = jax.lax.scan(body, dynamic, indices)
-        return eqx.combine(dynamic, static), metrics
+        (dynamic, _), metrics = jax.lax.scan(body, (dynamic, halted), indices)
+        return constrain_replicated((eqx.combine(dynamic, static), metrics), self.mesh)
+
+
+def _all_finite(tree):
+    """**Returns:** a scalar bool: every inexact array leaf of `tree` is finite."""
+    leaves = [leaf for leaf in jax.tree.leaves(tree) if eqx.is_inexact_array(leaf)]
+    return functools.reduce(jnp.logical_and, (jnp.all(jnp.isfinite(leaf)) for leaf in leaves), jnp.array(True))
+
+
+def _select(pred, new, old):
+    """`new` where the scalar `pred` holds, else `old`, leaf by leaf (non-array leaves of
+    `new`, which equal those of `old`, are kept).
+
+    **Returns:** a pytree shaped like `new`.
+    """
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b) if eqx.is_array(a) else a, new, old)
 
 
 @eqx.filter_jit
