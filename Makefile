@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run verify test equivalence bench docs docs-serve docs-figures clean
+.PHONY: run verify test equivalence bench experiments docs docs-serve docs-figures clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,8 +24,18 @@ test: $(BIN)/.installed
 equivalence: $(BIN)/.installed
 	$(BIN)/python -m pytest -k equivalence -q
 
+# One table: eqx/reference ratios, adaptive-schedule variance, step overhead, sampler error
+# against NFE, U-Net images/s (and MFU on a GPU); see docs/benchmarks.md.
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/eqx_vs_reference.py
+	$(BIN)/python -m benchmarks.suite
+
+# The studies of docs/experiments.md (about 20-30 min each on 2 CPU cores), then the page's
+# tables and plots from their JSON.
+experiments: $(BIN)/.installed
+	$(BIN)/python -m experiments.weightings --data digits
+	$(BIN)/python -m experiments.weightings --data gmm
+	$(BIN)/python -m experiments.adaptive
+	$(BIN)/python -m experiments.render
 
 # Documentation (mkdocs-material + mkdocstrings): `make docs` builds site/ and fails on any
 # warning (broken link, anchor or API reference); `make docs-serve` previews it live.

@@ -529,9 +529,10 @@ def test_fetch_errors(tmp_path):
     "content, message",
     [
         (b"not gzip at all", "Not a gzipped file"),
-        (gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc"), "truncated or corrupt"),  # idx cut off
-        (gzip.compress(_idx_bytes(np.arange(6).reshape(2, 3)))[:-12], "Compressed file ended"),  # gzip cut off
+        (gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc", mtime=0), "truncated or corrupt"),  # idx cut off
+        (gzip.compress(_idx_bytes(np.arange(6).reshape(2, 3)), mtime=0)[:-12], "Compressed file ended"),  # gzip cut off
     ],
+    ids=["not gzip", "idx cut off", "gzip cut off"],  # stable ids: pytest-xdist workers must collect the same names
 )
 def test_malformed_data_files_name_the_file_and_the_fix(mnist_mirror, tmp_path, content, message):
     """A file whose checksum the user vouched for (`checksums=`) but that does not parse."""
