@@ -192,6 +192,13 @@ def _plot_sweep(payload: dict, path: Path) -> Path:
         ax.set_xlabel("sigmoid bias b")
         ax.set_xticks(range(1, 6))
     axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Lay out, write (creating the folder) and close `fig`. **Returns:** `path`."""
+    import matplotlib.pyplot as plt  # lazily, as in the callers
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -316,11 +323,7 @@ def _plot_adaptive(payload: dict, path: Path) -> Path:
             ax.set_title(f"GMM, Sigmoid(2): {title}", fontsize=9)
         gmm_first = ncols if g else 0
         fig.axes[gmm_first].legend(fontsize=6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def render_adaptive(payload: dict, out_dir: Path = RESULTS, fig_dir: Path = FIGURES) -> list[Path]:
