@@ -139,6 +139,11 @@ def _cmd_train(args) -> int:
     if any(v is not None for v in multi_host):
         if any(v is None for v in multi_host):
             raise ConfigError("--coordinator, --num-processes and --process-id go together; pass all three.")
+        if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+            raise ConfigError(
+                f"--num-processes must be >= 1 and --process-id in [0, --num-processes), got "
+                f"{args.num_processes} and {args.process_id}; number the processes 0 ... N-1."
+            )
         # Before anything touches a device: afterwards jax.devices() lists every process's.
         parallel.initialize(*multi_host)
     config = load_config(args.config, args.overrides)

@@ -278,9 +278,9 @@ class Adaptive(eqx.Module):
         y = values.ravel() ** 2 if self.target == "rms" else values.ravel()
         sums = jax.ops.segment_sum(y, k, num_segments=self.n_bins)
         if self.target == "mean":
-            # The check guards the per-bin sums rather than the values: with the batch split
-            # over devices (`train.parallel`) only this small reduced array then passes
-            # through the check, which runs on one device.
+            # The check's callback carries the small per-bin sums rather than the per-example
+            # values, so a batch split over devices (`train.parallel`) is not gathered onto
+            # one device for it (the predicate itself is all-reduced by the compiler).
             sums = eqx.error_if(
                 sums,
                 jnp.any(values < 0),

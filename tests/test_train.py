@@ -20,6 +20,7 @@ from eqx_impl.train import (
     TrainingDiverged,
     build,
     load_checkpoint,
+    loop,
     registry,
     run_preflight,
     run_steps,
@@ -353,3 +354,22 @@ def test_nonfinite_policies_in_the_training_loop(monkeypatch, tmp_path):
     assert sum(skipped) >= 2 and [r["skipped"] for r in resumed.rows] == skipped
     assert all(np.isfinite(r["loss"]) for r in full.rows)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(eqx.filter(full.state, eqx.is_inexact_array)))
+
+
+class _NaNSigmoid(ex.Sigmoid):
+    """Sigmoid that is NaN everywhere: every step is non-finite."""
+
+    def __call__(self, logsnr):
+        return jnp.full_like(super().__call__(logsnr), jnp.nan)
+
+
+def test_skip_policy_gives_up_after_a_run_of_nonfinite_steps(monkeypatch, tmp_path):
+    """skip: `loop.MAX_CONSECUTIVE_SKIPS` non-finite steps in a row raise `TrainingDiverged`
+    (the run does not finish and evaluate an untrained model), with the state saved."""
+    monkeypatch.setitem(registry.WEIGHTINGS, "sigmoid", registry.Entry(_NaNSigmoid, ref.Sigmoid))
+    monkeypatch.setattr(loop, "MAX_CONSECUTIVE_SKIPS", 4)
+    config = tiny_config(steps=30, nonfinite="skip")
+    with pytest.raises(TrainingDiverged, match=r"Every step from 1 to 4 .*diverged.*saved in"):
+        train(config, run_dir=tmp_path / "run", preflight=False, progress=False, evaluate=False, echo=lambda _: None)
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "ckpt-00000004.eqx", build(config).initial)
+    assert _same(saved.model, build(config).initial.model)

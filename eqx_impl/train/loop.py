@@ -75,6 +75,10 @@ RESUMABLE_CHANGES = {
 }
 
 
+# train.nonfinite=skip gives up (TrainingDiverged) after this many non-finite steps in a row.
+MAX_CONSECUTIVE_SKIPS = 100
+
+
 class TrainingDiverged(RuntimeError):
     """A step's loss or gradient became NaN or infinite under `train.nonfinite: stop`; the
     message names the step, the checkpoint of the last good state and what to do."""
@@ -217,6 +221,11 @@ def train(
     setup = build(config)
     config = setup.config
     t = config.train
+    if jax.process_count() > 1 and setup.trainer.mesh is None:
+        raise ConfigError(
+            f"This run has {jax.process_count()} processes (jax.distributed) but train.data_parallel "
+            "is false, so every process would train the whole job alone; add --set train.data_parallel=true."
+        )
     run_dir = Path(t.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"train.run_dir {str(run_dir)!r} exists and is not a directory.")
@@ -230,6 +239,8 @@ def train(
     writer = parallel.is_main_process()
     if writer:
         dump_config(config, saved_config)
+    else:  # and only process 0 reports
+        echo, progress = (lambda _message: None), False
     timings = {"setup_s": time.perf_counter() - t_start}
 
     if t.steps_per_dispatch > 1 and normalize_name(config.model.name) == "unet" and jax.default_backend() == "cpu":
@@ -259,6 +270,9 @@ def train(
     if mesh is not None:  # checkpoints load on one device; the run needs the state everywhere
         state = parallel.replicate(state, mesh)
     start = int(state.step)
+    parallel.assert_same_in_every_process(
+        start, f"the processes resumed from different steps; train.run_dir ({str(run_dir)!r}) must be one directory every host sees"
+    )
     end = t.steps if stop_after is None else min(t.steps, int(stop_after))
     log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start) if writer else None
 
@@ -276,7 +290,7 @@ def train(
     stream = data_lib.batches(np.arange(len(train_data)), t.batch_size, seed=t.seed, start_step=start)
     bar = ProgressBar(t.steps, start, enabled=progress)
     window: dict[str, list] = {"loss": [], "loss_std": [], "grad_norm": [], "nonfinite": []}
-    step, last_saved, skipped = start, None, 0
+    step, last_saved, skipped, run_of_skips = start, None, 0, 0
     window_start, window_steps = time.perf_counter(), 0
     first_dispatch_s, steady_time, steady_steps = None, 0.0, 0
     train_t0 = time.perf_counter()
@@ -309,12 +323,14 @@ def train(
                     f"The loss or its gradient became non-finite at step {step + first + 1} "
                     f"(loss {losses[first]}); that step changed no parameter and training "
                     f"stopped. The state before it (step {int(state.step)}) is saved in {path}. "
-                    "To go on, run the same command again with --set train.nonfinite=skip (steps "
+                    "To go on, run the same command again (without --no-resume) with --set train.nonfinite=skip (steps "
                     "with a NaN/inf loss or gradient are then skipped and counted); or start over "
                     "(--no-resume or a new --run-dir) with a lower optim.lr or optim.grad_clip, "
                     "and check the data and the weighting/schedule for NaN or inf."
                 )
             skipped += int(bad_steps.sum())
+            for bad in bad_steps:
+                run_of_skips = run_of_skips + 1 if bad else 0
             state, before, step = new_state, step, step + k
             for name in window:
                 window[name].extend(np.asarray(metrics[name], np.float64).tolist())
@@ -344,6 +360,16 @@ def train(
                 window_start, window_steps = now, 0
             if step // t.checkpoint_every > before // t.checkpoint_every or step == end:
                 last_saved = save(state)
+            if run_of_skips >= MAX_CONSECUTIVE_SKIPS:
+                bar.close()
+                path = save(state)
+                raise TrainingDiverged(
+                    f"Every step from {step - run_of_skips + 1} to {step} had a non-finite loss or "
+                    f"gradient and was skipped (train.nonfinite=skip): training has diverged. "
+                    f"The last good parameters are saved in {path}. Start over (--no-resume or a new "
+                    "--run-dir) with a lower optim.lr or optim.grad_clip, and check the data and the "
+                    "weighting/schedule for NaN or inf."
+                )
     except KeyboardInterrupt:
         bar.close()
         if step > start and (last_saved is None or _step_of(last_saved) != step):
@@ -365,7 +391,10 @@ def train(
     result = TrainResult(run_dir, config, state, rows, report, timings=timings, checkpoint=last_saved)
     if step >= t.steps and writer:
         write_plots(run_dir, rows, setup, state.proposal_state)
-    if evaluate and step >= t.steps and writer:
+    if evaluate and step >= t.steps and jax.process_count() > 1:
+        # The other processes would exit (and time out the distributed service) meanwhile.
+        echo(f"multi-host run: evaluate on one host with `python -m eqx_impl evaluate --run-dir {run_dir}`.")
+    elif evaluate and step >= t.steps and writer:
         t0 = time.perf_counter()
         samples = draw_samples(config, state.ema, setup.dataset.shape, progress=progress)
         save_samples(samples, setup.dataset, run_dir / "samples.png")

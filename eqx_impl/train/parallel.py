@@ -32,6 +32,7 @@ from eqx_impl.train.config import ConfigError
 
 __all__ = [
     "AXIS",
+    "assert_same_in_every_process",
     "constrain_batch",
     "constrain_replicated",
     "data_mesh",
@@ -51,6 +52,18 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int) ->
     `--num-processes` and `--process-id` do); `jax.devices()` then lists every process's
     devices."""
     jax.distributed.initialize(coordinator_address, num_processes=num_processes, process_id=process_id)
+
+
+def assert_same_in_every_process(value: int, problem: str) -> None:
+    """Raise `ConfigError` (naming `problem`) unless `value` is the same in every process of a
+    multi-host run; a no-op in one process."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    values = np.asarray(multihost_utils.process_allgather(np.int64(value)))
+    if np.any(values != values.flat[0]):
+        raise ConfigError(f"{problem} (values per process: {values.ravel().tolist()}).")
 
 
 def is_main_process() -> bool:

@@ -39,7 +39,8 @@ def load_run(
     **Returns:** `(setup, state, checkpoint path)`.
     """
     config = run_config(run_dir, overrides)
-    setup = build(config)
+    # Sampling and evaluation run on one device, whatever devices the run trained on.
+    setup = build(dataclasses.replace(config, train=dataclasses.replace(config.train, data_parallel=False)))
     if checkpoint is not None:
         path = Path(checkpoint)
         return setup, ckpt.load_checkpoint(path, setup.initial), path

@@ -206,8 +206,11 @@ class Trainer(eqx.Module):
             # w(λ)·ℓ = 2 p(λ) L̂: what the adaptive proposal tracks (a no-op for fixed ones).
             proposal_state = self.proposal.update(proposal_state, g.logsnr, 2.0 * g.density * g.losses)
 
-        # Checked after the update too: finite gradients can still overflow a parameter.
-        finite = _all_finite((g.loss, g.model_grads, g.schedule_grads, model, proposal_state))
+        # Checked after the update too: finite gradients can still overflow a parameter, or
+        # Adam's second moment (which would then freeze the parameter silently).
+        finite = _all_finite(
+            (g.loss, g.model_grads, g.schedule_grads, model, ema, opt_state, proposal_state, proposal_opt_state)
+        )
         new_state = TrainState(
             model=_select(finite, model, state.model),
             ema=_select(finite, ema, state.ema),
