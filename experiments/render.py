@@ -164,11 +164,7 @@ def claims_table(payload: dict, *, primary: bool = True) -> str:
 
 
 def _plot_sweep(payload: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     panels = [(name, m) for name, block in payload["datasets"].items() for m in block["metrics"]]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
     for ax, (name, m) in zip(axes[0], panels, strict=True):
@@ -195,14 +191,22 @@ def _plot_sweep(payload: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _pyplot():
+    """`matplotlib.pyplot` on the file-only Agg backend, imported when a plot is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig, path: Path) -> Path:
     """Lay out, write (creating the folder) and close `fig`. **Returns:** `path`."""
-    import matplotlib.pyplot as plt  # lazily, as in the callers
-
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -269,11 +273,7 @@ def _gmm_table(part: dict) -> str:
 
 
 def _plot_adaptive(payload: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     g, m = payload.get("gaussian"), payload.get("gmm")
     ncols = max(len(g["weightings"]) if g else 0, 3 if m else 0)
     nrows = int(bool(g)) + int(bool(m))
