@@ -360,6 +360,31 @@ def test_equivalence_GaussianMixture_vmap_jit():
     _check_vmap_jit(*_pair_mixture(([0.2, 0.3, 0.5], means, [0.5, 1.0, 1.5])))
 
 
+def test_equivalence_GaussianMixture_jit_shared_logsnr():
+    # A sampler step: one traced λ for the whole batch. On XLA:CPU the logits go through
+    # `_stored` (a `lax.cond` whose branches are equal); values and parameter gradients must
+    # equal the eager call (which has no cond) and the reference. rtol 1e-5 as above.
+    means = np.random.default_rng(2).normal(size=(3, 3))
+    ref, mod = _pair_mixture(([0.2, 0.3, 0.5], means, [0.5, 1.0, 1.5]))
+    z = jnp.asarray(np.random.default_rng(3).normal(size=(BATCH, 3)), jnp.float32)
+    lam = jnp.float32(0.7)
+
+    def loss(m, z, lam):
+        return jnp.sum(m.eps(z, lam) ** 2) + jnp.sum(m.log_prob_noisy(z, lam))
+
+    jitted = eqx.filter_jit(lambda m, z, lam: (m.eps(z, lam), m.denoise(z, lam), m.log_prob_noisy(z, lam)))
+    for method, value in zip(["eps", "denoise", "log_prob_noisy"], jitted(mod, z, lam), strict=True):
+        np.testing.assert_allclose(value, getattr(mod, method)(z, lam), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(value, getattr(ref, method)(np.asarray(z), 0.7), rtol=1e-5, atol=1e-6)
+    grads = eqx.filter_jit(eqx.filter_grad(loss))(mod, z, lam)
+    eager = eqx.filter_grad(loss)(mod, z, lam)
+    for leaf, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(eager), strict=True):
+        np.testing.assert_allclose(leaf, expected, rtol=1e-5, atol=1e-6)
+    if jax.default_backend() == "cpu":
+        hlo = jax.jit(lambda z, lam: mod.eps(z, lam)).lower(z, lam).compile().as_text()
+        assert "conditional(" in hlo, "the logits are no longer stored once (eqx_impl.analytic._stored)"
+
+
 def test_equivalence_GaussianMixture_traced_parameters():
     # Under jit the parameters are leaves (no recompilation per value); shapes still checked.
     w, m = jnp.asarray([0.3, 0.7]), jnp.asarray([[0.0, 1.0], [2.0, -1.0]])
