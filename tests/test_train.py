@@ -28,7 +28,7 @@ from eqx_impl.train import (
     train,
 )
 from eqx_impl.train.preflight import check_or_raise
-from eqx_impl.train.step import batch_losses
+from eqx_impl.train.step import Trainer, batch_losses
 from tests.train_helpers import tiny_config
 
 
@@ -309,6 +309,36 @@ def test_nonfinite_step_changes_no_parameter():
     three, _ = run_steps(setup.trainer, two, data, indices[2:3])
     assert _same(state, three)
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array)))
+
+
+def test_overflowing_gradient_square_is_nonfinite(monkeypatch):
+    """Finite loss and gradients whose squares overflow float32 (|g| = 1e20 > 1.8e19): Adam's
+    second moment would become inf, so the guard (which checks ‖g‖², not each parameter)
+    must flag the step and keep the state; at |g| = 1e15 the same step goes through."""
+    setup = build(tiny_config(nonfinite="skip"))
+    data = jnp.asarray(setup.dataset.model_data("train"))
+    gradients = Trainer.gradients
+
+    def run(scale):
+        def scaled(self, state, x):
+            g = gradients(self, state, x)
+            return g._replace(model_grads=jax.tree.map(lambda leaf: leaf * scale, g.model_grads))
+
+        monkeypatch.setattr(Trainer, "gradients", scaled)
+        jax.clear_caches()  # run_steps' cache does not see the patched method
+        return run_steps(setup.trainer, setup.initial, data, jnp.arange(32, dtype=jnp.int32)[None])
+
+    try:
+        state, metrics = run(1e20)
+        assert np.isfinite(metrics["loss"][0]) and np.asarray(metrics["nonfinite"]).tolist() == [1]
+        assert _same(state.model, setup.initial.model) and _same(state.opt_state, setup.initial.opt_state)
+        state, metrics = run(1e15)
+        assert np.asarray(metrics["nonfinite"]).tolist() == [0]
+        leaves = jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array))
+        assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
+    finally:  # no compiled step with patched gradients may outlive this test
+        monkeypatch.undo()
+        jax.clear_caches()
 
 
 def test_nonfinite_stop_keeps_the_state_before_the_bad_step():
