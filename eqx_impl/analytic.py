@@ -17,6 +17,7 @@ concrete; under tracing only their shapes can be checked.
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from collections.abc import Callable
 
@@ -189,8 +190,9 @@ class GaussianMixture(AbstractAnalyticData):
 
     The methods are written for one example, `(dim,)` against the `(K, dim)` components, and
     vectorised with `jax.vmap` over the broadcast leading axes (`_per_example`). A $\lambda$
-    shared by the batch (a sampler step) is not mapped over, so $\alpha$, $\sigma$ and
-    $\ln v_k$ cost $O(K\cdot\mathrm{dim})$ transcendentals per call, not one per example.
+    shared along an axis (one for a sampler step's whole batch) is not mapped over it, so
+    $\alpha$, $\sigma$ and $\ln v_k$ cost $O(K\cdot\mathrm{dim})$ transcendentals per
+    value of $\lambda$, not per example.
     Isotropic `stds` keep one variance per component. Sums and maxima over the short axes
     (components, coordinates) are pairwise elementwise ops (`_pairwise`), and the logits are
     stored once (`_stored`): both keep XLA:CPU's generated loops vectorised along the batch.
@@ -293,20 +295,29 @@ class GaussianMixture(AbstractAnalyticData):
 
 
 def _per_example(fn: Callable[..., Array], z: Float[Array, "*batch dim"], lam: Array | None) -> Array:
-    r"""`fn(z_i, lam_i)` (or `fn(z_i)` when `lam` is None) for one example, mapped over `broadcast(z.shape[:-1], lam.shape)`.
+    r"""`fn(z_i, lam_i)` (`fn(z_i)` when `lam` is None) for one example, mapped over `broadcast(z.shape[:-1], lam.shape)`.
 
-    A scalar `lam` is shared, not mapped over. The batch is flattened to one `jax.vmap` axis,
-    so the generated loops run along it (contiguous) rather than along the short axes.
+    One `jax.vmap` per batch axis (`_map_axes`), and an operand of size 1 along an axis is
+    not mapped over it: a $\lambda$ shared by a batch (a scalar, or a grid of values against
+    a set of samples) costs its transcendentals once per value, not once per example.
     """
-    batch = z.shape[:-1] if lam is None else jnp.broadcast_shapes(z.shape[:-1], lam.shape)
-    flat_z = jnp.broadcast_to(z, (*batch, z.shape[-1])).reshape(-1, z.shape[-1])
     if lam is None:
-        out = jax.vmap(fn)(flat_z)
-    elif lam.ndim == 0:
-        out = jax.vmap(fn, in_axes=(0, None))(flat_z, lam)
-    else:
-        out = jax.vmap(fn)(flat_z, jnp.broadcast_to(lam, batch).reshape(-1))
-    return out.reshape(*batch, *out.shape[1:])
+        return _per_example(lambda z, _: fn(z), z, jnp.zeros((), z.dtype))
+    batch = jnp.broadcast_shapes(z.shape[:-1], lam.shape)
+    z = z.reshape((1,) * (len(batch) + 1 - z.ndim) + z.shape)
+    return _map_axes(fn, z, lam.reshape((1,) * (len(batch) - lam.ndim) + lam.shape))
+
+
+def _map_axes(fn: Callable[..., Array], z: Array, lam: Array) -> Array:
+    """`fn` mapped over the leading axes of `z` `(*b, dim)` and `lam` `(*b)`; along each, an
+    operand of size 1 is broadcast rather than mapped."""
+    if lam.ndim == 0:
+        return fn(z, lam)
+    z_axis, lam_axis = (0 if a.shape[0] != 1 else None for a in (z, lam))
+    if z_axis is None and lam_axis is None:
+        return _map_axes(fn, z[0], lam[0])[None]
+    inner = jax.vmap(functools.partial(_map_axes, fn), in_axes=(z_axis, lam_axis))
+    return inner(z if z_axis == 0 else z[0], lam if lam_axis == 0 else lam[0])
 
 
 def _logits(
