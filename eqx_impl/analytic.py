@@ -227,8 +227,8 @@ class GaussianMixture(AbstractAnalyticData):
         r"""$\ln s_k^2$: `(K, 1)` for isotropic `stds` (one variance per component), else `(K, dim)`."""
         return 2.0 * jnp.log(self.stds.reshape(self.num_components, -1))
 
-    def _components(self, z: Float[Array, " dim"], lam: Float[Array, ""]):
-        r"""The mixture at $z_\lambda = z$ for one example.
+    def _components(self, z: Float[Array, " dim"], lam: Float[Array, ""], stored: Callable[..., Array]):
+        r"""The mixture at $z_\lambda = z$ for one example; `stored` computes the logits (`_per_example`).
 
         **Returns:** logits $\ell_k = \ln w_k + \ln\mathcal N(z; \alpha\mu_k, v_k)$ `(K,)`,
         $z - \alpha\mu_k$ `(K, dim)`, $\ln v_k$ `(K, 1 | dim)`, $\ln\alpha^2$, $\ln\sigma^2$.
@@ -236,7 +236,7 @@ class GaussianMixture(AbstractAnalyticData):
         log_a2, log_s2 = jax.nn.log_sigmoid(lam), jax.nn.log_sigmoid(-lam)
         log_v = jnp.logaddexp(log_a2 + self._log_var(), log_s2)
         scaled_means = jnp.exp(0.5 * log_a2) * self.means
-        logits = _stored(_logits, log_v, z, scaled_means, self.weights)
+        logits = stored(_logits, log_v, z, scaled_means, self.weights)
         return logits, z - scaled_means, log_v, log_a2, log_s2
 
     def sample_from_noise(
@@ -265,19 +265,21 @@ class GaussianMixture(AbstractAnalyticData):
         r"""$\mathrm{logsumexp}_k(\ln w_k + \ln\mathcal N(x; \mu_k, s_k^2))$."""
         _check_last_axis("x", x, self.dim)
         log_var = self._log_var()
-        return _per_example(lambda x: _logsumexp(_stored(_logits, log_var, x, self.means, self.weights)), x, None)
+        one = lambda x, _, stored: _logsumexp(stored(_logits, log_var, x, self.means, self.weights))  # noqa: E731
+        return _per_example(one, x, jnp.zeros((), x.dtype))  # no λ: a shared dummy
 
     def log_prob_noisy(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\mathrm{logsumexp}_k(\ln w_k + \ln\mathcal N(z; \alpha\mu_k, v_k))$. **Returns:** shape `broadcast(z.shape[:-1], logsnr.shape)`."""
         _check_last_axis("z", z, self.dim)
-        return _per_example(lambda z, lam: _logsumexp(self._components(z, lam)[0]), z, _logsnr_like(logsnr, z))
+        one = lambda z, lam, stored: _logsumexp(self._components(z, lam, stored)[0])  # noqa: E731
+        return _per_example(one, z, _logsnr_like(logsnr, z))
 
     def denoise(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\sum_k r_k(\mu_k + \alpha s_k^2(z - \alpha\mu_k)/v_k)$. **Returns:** shape of `z`."""
         _check_last_axis("z", z, self.dim)
 
-        def one(z, lam):
-            logits, diff, log_v, log_a2, _ = self._components(z, lam)
+        def one(z, lam, stored):
+            logits, diff, log_v, log_a2, _ = self._components(z, lam, stored)
             return _posterior_mean(logits, self.means + jnp.exp(0.5 * log_a2 + self._log_var() - log_v) * diff)
 
         return _per_example(one, z, _logsnr_like(logsnr, z))
@@ -286,26 +288,30 @@ class GaussianMixture(AbstractAnalyticData):
         r"""$\sigma\sum_k r_k(z - \alpha\mu_k)/v_k$ (no division by $\sigma$). **Returns:** shape of `z`."""
         _check_last_axis("z", z, self.dim)
 
-        def one(z, lam):
-            logits, diff, log_v, _, log_s2 = self._components(z, lam)
+        def one(z, lam, stored):
+            logits, diff, log_v, _, log_s2 = self._components(z, lam, stored)
             # σ is common to the components: one multiplication per output entry.
             return jnp.exp(0.5 * log_s2) * _posterior_mean(logits, jnp.exp(-log_v) * diff)
 
         return _per_example(one, z, _logsnr_like(logsnr, z))
 
 
-def _per_example(fn: Callable[..., Array], z: Float[Array, "*batch dim"], lam: Array | None) -> Array:
-    r"""`fn(z_i, lam_i)` (`fn(z_i)` when `lam` is None) for one example, mapped over `broadcast(z.shape[:-1], lam.shape)`.
+def _per_example(fn: Callable[..., Array], z: Float[Array, "*batch dim"], lam: Array) -> Array:
+    r"""`fn(z_i, lam_i, stored)` for one example, mapped over `broadcast(z.shape[:-1], lam.shape)`.
 
     One `jax.vmap` per batch axis (`_map_axes`), and an operand of size 1 along an axis is
     not mapped over it: a $\lambda$ shared by a batch (a scalar, or a grid of values against
     a set of samples) costs its transcendentals once per value, not once per example.
+    `stored` is `_stored` with its predicate taken here, from the arguments before mapping,
+    so that these vmaps do not batch it (a batched predicate, as under a caller's `jax.vmap`
+    over $\lambda$, turns the `lax.cond` into a `select`, which XLA fuses like any other op).
     """
-    if lam is None:
-        return _per_example(lambda z, _: fn(z), z, jnp.zeros((), z.dtype))
+    traced = [a for a in (lam, z) if isinstance(a, jax.core.Tracer) and a.size]
+    stored = functools.partial(_stored, traced[0].reshape(-1)[0] if traced else None)
     batch = jnp.broadcast_shapes(z.shape[:-1], lam.shape)
     z = z.reshape((1,) * (len(batch) + 1 - z.ndim) + z.shape)
-    return _map_axes(fn, z, lam.reshape((1,) * (len(batch) - lam.ndim) + lam.shape))
+    lam = lam.reshape((1,) * (len(batch) - lam.ndim) + lam.shape)
+    return _map_axes(lambda z, lam: fn(z, lam, stored), z, lam)
 
 
 def _map_axes(fn: Callable[..., Array], z: Array, lam: Array) -> Array:
@@ -327,23 +333,23 @@ def _logits(
     return jnp.log(weights) + _log_normal(x - means, log_var)
 
 
-def _stored(fn: Callable[..., Array], *args: Array) -> Array:
+def _stored(keep: Array | None, fn: Callable[..., Array], *args: Array) -> Array:
     r"""`fn(*args)`, computed once and kept in memory where XLA:CPU would recompute it.
 
     XLA:CPU fuses a cheap elementwise producer into every consumer. A softmax reads each
     logit $K + 1$ times ($K$ in the maximum, once in the exponential), so fused logits are
     recomputed $K + 1$ times per entry, and the `(K, dim)` differences are stored instead:
-    about 1.5x slower sampling of a mixture. `lax.optimization_barrier` would say "store
+    about 1.4x slower sampling of a mixture. `lax.optimization_barrier` would say "store
     this", but XLA:CPU drops it; a `lax.cond` is a fusion boundary that it keeps. Both
-    branches are `fn`, so the predicate (a traced scalar of the first traced, non-empty
-    argument) cannot change the result. CPU backend only; without a traced argument
-    there is nothing to fuse.
+    branches are `fn`, so the predicate (from the traced scalar `keep`) cannot change the
+    result. CPU backend only; with `keep` None (nothing traced) `fn` is simply called. XLA
+    still moves a branch made only of cheap ops out of the conditional (it does so when
+    $\lambda$ is a constant, whose $\ln v_k$ then fold away); the logits are then fused as
+    without `_stored`: slower, with the same values.
     """
-    traced = [a for a in args if isinstance(a, jax.core.Tracer) and a.size]
-    if jax.default_backend() != "cpu" or not traced:
+    if keep is None or jax.default_backend() != "cpu":
         return fn(*args)
-    first = traced[0].reshape(-1)[0]
-    return lax.cond(first == first, fn, fn, *args)
+    return lax.cond(keep == keep, fn, fn, *args)
 
 
 # Reductions over an axis at most this long are pairwise elementwise ops (`_sum`, `_max`).

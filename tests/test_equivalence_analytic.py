@@ -363,7 +363,9 @@ def test_equivalence_GaussianMixture_vmap_jit():
 def test_equivalence_GaussianMixture_jit_shared_logsnr():
     # A sampler step: one traced λ for the whole batch. On XLA:CPU the logits go through
     # `_stored` (a `lax.cond` whose branches are equal); values and parameter gradients must
-    # equal the eager call (which has no cond) and the reference. rtol 1e-5 as above.
+    # equal the eager call (which has no cond) and the reference (rtol 1e-5 as above). Jitted
+    # and eager code contract multiply-adds differently: a few float32 ulps of the O(1)
+    # terms, hence atol 1e-6 against the eager values.
     means = np.random.default_rng(2).normal(size=(3, 3))
     ref, mod = _pair_mixture(([0.2, 0.3, 0.5], means, [0.5, 1.0, 1.5]))
     z = jnp.asarray(np.random.default_rng(3).normal(size=(BATCH, 3)), jnp.float32)
@@ -374,7 +376,7 @@ def test_equivalence_GaussianMixture_jit_shared_logsnr():
 
     jitted = eqx.filter_jit(lambda m, z, lam: (m.eps(z, lam), m.denoise(z, lam), m.log_prob_noisy(z, lam)))
     for method, value in zip(["eps", "denoise", "log_prob_noisy"], jitted(mod, z, lam), strict=True):
-        np.testing.assert_allclose(value, getattr(mod, method)(z, lam), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(value, getattr(mod, method)(z, lam), rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(value, getattr(ref, method)(np.asarray(z), 0.7), rtol=1e-5, atol=1e-6)
     grads = eqx.filter_jit(eqx.filter_grad(loss))(mod, z, lam)
     eager = eqx.filter_grad(loss)(mod, z, lam)

@@ -312,9 +312,10 @@ def test_nonfinite_step_changes_no_parameter():
 
 
 def test_overflowing_gradient_square_is_nonfinite(monkeypatch):
-    """Finite loss and gradients whose squares overflow float32 (|g| = 1e20 > 1.8e19): Adam's
-    second moment would become inf, so the guard (which checks ‖g‖², not each parameter)
-    must flag the step and keep the state; at |g| = 1e15 the same step goes through."""
+    """Finite loss and gradients whose squares overflow float32 (|g| = 1e20 > 1.8e19): the
+    update is garbage (here global-norm clipping scales g by 1/inf = 0; without clipping
+    Adam's second moment would overflow), so the guard, which checks ‖g‖² rather than each
+    parameter, must flag the step and keep the state. At |g| = 1e15 the step goes through."""
     setup = build(tiny_config(nonfinite="skip"))
     data = jnp.asarray(setup.dataset.model_data("train"))
     gradients = Trainer.gradients
