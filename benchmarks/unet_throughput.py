@@ -1,37 +1,38 @@
 r"""Images per second and model-FLOP utilisation (MFU) of the U-Net training step.
 
-The step is the library's own: `configs/digits.yaml` is loaded and built exactly as
-`weighted-elbo train` builds it (`eqx_impl.train.loop.build`: U-Net, Sigmoid(2) weighting,
-adaptive schedule, AdamW, EMA), and `run_steps` — the jitted entry point the training loop
-calls — is timed one step per dispatch on batches of the training set.
+The step is the library's own: a config (`configs/digits.yaml`, `configs/cifar10.yaml`) is
+loaded and built exactly as `weighted-elbo train` builds it (`eqx_impl.train.loop.build`),
+and `run_steps`, the jitted entry point of the training loop, is timed on batches of the
+training set, `--steps-per-dispatch k` steps per call (a `lax.scan` when k > 1).
 
+- **build**: seconds of `build` (data set, model, optimiser, initial state); **compile**:
+  seconds to lower and compile the step.
 - **images/s** $=$ batch size / median seconds per step (after compilation and warm-up).
-- **FLOPs per step** from XLA's cost analysis of the compiled step
-  (`run_steps.lower(...).compile().cost_analysis()["flops"]`: forward, backward,
-  optimiser and EMA; a multiply-add counts 2).
-- **MFU** $=$ (FLOPs per step / seconds per step) / the device's peak, from `PEAK_TFLOPS`
-  (dense, no sparsity). The model is float32; under JAX's default matmul precision XLA runs
-  float32 convolutions and matmuls on the tensor cores as TF32 on Ampere and later, so
-  MFU is quoted against the dense **TF32** peak (the bf16 and plain-float32 peaks are listed
-  for reference). No peak is known for CPUs: there MFU is "n/a".
+- **FLOPs per step**: the convolutions and matrix products of the whole step (forward and
+  backward), counted from its jaxpr (`benchmarks/flops.py`); XLA's own cost analysis is
+  printed beside it, but on a GPU it does not count the cuDNN convolutions.
+- **MFU** $=$ (FLOPs per step / seconds per step) / the device's dense peak at the step's
+  precision: bf16 for `bfloat16`, TF32 for `tf32`, plain FP32 for `float32`.
 
-    python -m benchmarks.unet_throughput [--steps 20 --batch 64 --config configs/digits.yaml]
+    python -m benchmarks.unet_throughput --config configs/cifar10.yaml --precision bfloat16
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.flops import matmul_flops
 from eqx_impl.models.count import count_params
 from eqx_impl.train.config import load_config
 from eqx_impl.train.loop import build
-from eqx_impl.train.step import run_steps
+from eqx_impl.train.step import lower_steps
 
 # Dense peak TFLOP/s (no 2:4 sparsity) from NVIDIA's data sheets, matched against
 # `jax.devices()[0].device_kind` by substring, most specific first.
@@ -43,10 +44,10 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
     "H200": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},  # SXM
     "A100": {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5},  # SXM4 and PCIe
 }
-MFU_PRECISION = "tf32"
+PEAK_KEY = {"bfloat16": "bf16", "tf32": "tf32", "float32": "fp32"}
 
 
-def peak_tflops(device_kind: str, precision: str = MFU_PRECISION) -> float | None:
+def peak_tflops(device_kind: str, precision: str = "tf32") -> float | None:
     """The dense peak TFLOP/s of `device_kind` at `precision` (`bf16`, `tf32`, `fp32`), or None if unknown."""
     for name, peaks in PEAK_TFLOPS.items():
         if name.lower() in device_kind.lower():
@@ -56,14 +57,19 @@ def peak_tflops(device_kind: str, precision: str = MFU_PRECISION) -> float | Non
 
 @dataclasses.dataclass
 class Throughput:
+    config: str
     device_kind: str
     backend: str
+    precision: str
     batch: int
+    steps_per_dispatch: int
     image_shape: tuple[int, ...]
     params: int
     seconds_per_step: float
-    flops_per_step: float | None
+    flops_per_step: int
+    xla_flops_per_step: float | None
     peak_tflops: float | None
+    build_seconds: float
     compile_seconds: float
 
     @property
@@ -71,37 +77,39 @@ class Throughput:
         return self.batch / self.seconds_per_step
 
     @property
-    def achieved_tflops(self) -> float | None:
-        return None if self.flops_per_step is None else self.flops_per_step / self.seconds_per_step / 1e12
+    def achieved_tflops(self) -> float:
+        return self.flops_per_step / self.seconds_per_step / 1e12
 
     @property
     def mfu(self) -> float | None:
-        """Model-FLOP utilisation in [0, 1], or None without a known peak or FLOP count."""
-        if self.achieved_tflops is None or self.peak_tflops is None:
-            return None
-        return self.achieved_tflops / self.peak_tflops
+        """Model-FLOP utilisation in [0, 1], or None without a known peak."""
+        return None if self.peak_tflops is None else self.achieved_tflops / self.peak_tflops
 
     def mfu_text(self) -> str:
-        if self.mfu is not None:
-            return f"{100 * self.mfu:.2f} % of {self.peak_tflops:g} TFLOP/s ({MFU_PRECISION} dense)"
-        if self.peak_tflops is None:
+        if self.mfu is None:
             return f"n/a (no peak known for {self.backend.upper()} '{self.device_kind}')"
-        return "n/a (no FLOP count from XLA)"
+        return f"{100 * self.mfu:.1f} % of {self.peak_tflops:g} TFLOP/s ({PEAK_KEY[self.precision]} dense)"
 
     def summary(self) -> str:
-        flops = "n/a" if self.flops_per_step is None else f"{self.flops_per_step / 1e9:.3f} GFLOP"
-        achieved = "" if self.achieved_tflops is None else f", {1e3 * self.achieved_tflops:.1f} GFLOP/s achieved"
+        xla = "n/a" if self.xla_flops_per_step is None else f"{self.xla_flops_per_step / 1e9:.1f}"
         return (
-            f"U-Net {self.image_shape}, {self.params:,} parameters, batch {self.batch} on {self.device_kind}: "
-            f"{1e3 * self.seconds_per_step:.1f} ms/step, {self.images_per_second:,.0f} images/s; "
-            f"{flops}/step{achieved}; MFU {self.mfu_text()} (compile {self.compile_seconds:.0f} s)"
+            f"{self.config}: U-Net {self.image_shape}, {self.params:,} parameters, {self.precision}, "
+            f"batch {self.batch}, {self.steps_per_dispatch} step(s)/dispatch on {self.device_kind}: "
+            f"{1e3 * self.seconds_per_step:.2f} ms/step, {self.images_per_second:,.0f} images/s; "
+            f"{self.flops_per_step / 1e9:.1f} GFLOP/step (XLA cost analysis: {xla}), "
+            f"{self.achieved_tflops:.1f} TFLOP/s, MFU {self.mfu_text()}; "
+            f"build {self.build_seconds:.1f} s, compile {self.compile_seconds:.1f} s"
         )
 
+    def to_dict(self) -> dict:
+        extra = {"images_per_second": self.images_per_second, "achieved_tflops": self.achieved_tflops, "mfu": self.mfu}
+        return {**dataclasses.asdict(self), **extra}
 
-def _flops(compiled) -> float | None:
-    """XLA's FLOP count of an `eqx.filter_jit(...).lower(...).compile()` (a dict, or a list of one)."""
+
+def _xla_flops(compiled) -> float | None:
+    """XLA's FLOP count of a compiled step (a dict, or a list of one), if the backend has one."""
     try:
-        cost = compiled.compiled.cost_analysis()
+        cost = compiled.cost_analysis()
     except Exception:  # some backends do not implement it
         return None
     if isinstance(cost, list | tuple):
@@ -110,42 +118,70 @@ def _flops(compiled) -> float | None:
     return float(flops) if flops is not None and flops > 0 else None
 
 
+def step_flops(setup, state, data, indices) -> int:
+    """Convolution and matmul FLOPs of one training step (forward and backward) of `setup`."""
+    one = indices[:1]
+    return matmul_flops(lambda s, d, i: setup.trainer.steps(s, d, i), state, data, one)
+
+
 def measure(
-    config_path: str = "configs/digits.yaml", *, steps: int = 20, warmup: int = 3, batch: int | None = None
+    config_path: str = "configs/digits.yaml",
+    *,
+    steps: int = 20,
+    warmup: int = 3,
+    batch: int | None = None,
+    precision: str | None = None,
+    steps_per_dispatch: int = 1,
+    overrides: tuple[str, ...] = (),
 ) -> Throughput:
-    """Time `steps` training steps (one per dispatch) after `warmup` ones.
+    """Time `steps` training steps after `warmup` ones, `steps_per_dispatch` per call.
 
     **Returns:** a `Throughput`.
     """
-    overrides = [] if batch is None else [f"train.batch_size={batch}"]
+    overrides = list(overrides) + [f"train.steps_per_dispatch={steps_per_dispatch}", "train.preflight=false"]
+    if batch is not None:
+        overrides.append(f"train.batch_size={batch}")
+    if precision is not None:
+        overrides.append(f"train.precision={precision}")
+    t0 = time.perf_counter()
     setup = build(load_config(config_path, overrides))
-    batch = setup.config.train.batch_size
+    state = jax.block_until_ready(setup.initial)
+    build_seconds = time.perf_counter() - t0
+    batch, k = setup.config.train.batch_size, steps_per_dispatch
     data = jnp.asarray(setup.dataset.model_data("train"))
     rng = np.random.default_rng(0)
-    indices = [jnp.asarray(rng.integers(0, len(data), (1, batch)), jnp.int32) for _ in range(warmup + steps)]
+    calls = max(1, -(-steps // k))
+    warm_calls = max(1, -(-warmup // k))
+    indices = [jnp.asarray(rng.integers(0, len(data), (k, batch)), jnp.int32) for _ in range(warm_calls + calls)]
 
-    state = setup.initial
     t0 = time.perf_counter()
-    # Compiled once, ahead of time: the same computation the training loop's `run_steps` runs.
-    step = run_steps.lower(setup.trainer, state, data, indices[0]).compile()
+    # Compiled once, ahead of time: the computation the training loop's `run_steps` runs.
+    compiled = lower_steps(setup.trainer, state, data, indices[0]).compile()
     compile_seconds = time.perf_counter() - t0
     times = []
     for i, idx in enumerate(indices):
         start = time.perf_counter()
-        state, metrics = step(setup.trainer, state, data, idx)
+        state, metrics = compiled(setup.trainer, state, data, idx)
         jax.block_until_ready(metrics["loss"])
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+        if i >= warm_calls:
+            times.append((time.perf_counter() - start) / k)
     device = jax.devices()[0]
+    name = setup.trainer.precision.name
+    xla = _xla_flops(compiled.compiled if hasattr(compiled, "compiled") else compiled)
     return Throughput(
+        config=config_path,
         device_kind=device.device_kind,
         backend=jax.default_backend(),
+        precision=name,
         batch=batch,
+        steps_per_dispatch=k,
         image_shape=tuple(int(d) for d in data.shape[1:]),
         params=count_params(state.model),
         seconds_per_step=float(np.median(times)),
-        flops_per_step=_flops(step),
-        peak_tflops=peak_tflops(device.device_kind),
+        flops_per_step=step_flops(setup, state, data, indices[0]),
+        xla_flops_per_step=None if xla is None else xla / k,
+        peak_tflops=peak_tflops(device.device_kind, PEAK_KEY[name]),
+        build_seconds=build_seconds,
         compile_seconds=compile_seconds,
     )
 
@@ -156,8 +192,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=None, help="override train.batch_size")
+    parser.add_argument("--precision", default=None, help="override train.precision (float32, tf32, bfloat16)")
+    parser.add_argument("--steps-per-dispatch", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--json", default=None, help="append the result as one JSON line to this file")
     args = parser.parse_args()
-    print(measure(args.config, steps=args.steps, warmup=args.warmup, batch=args.batch).summary())
+    result = measure(
+        args.config,
+        steps=args.steps,
+        warmup=args.warmup,
+        batch=args.batch,
+        precision=args.precision,
+        steps_per_dispatch=args.steps_per_dispatch,
+        overrides=tuple(args.set),
+    )
+    print(result.summary(), flush=True)
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps(result.to_dict()) + "\n")
 
 
 if __name__ == "__main__":

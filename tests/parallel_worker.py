@@ -27,7 +27,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from eqx_impl.train import ConfigError, build, parallel, run_steps, train
+from eqx_impl.train import ConfigError, build, lower_steps, parallel, train
 from tests.train_helpers import tiny_config
 
 STEPS, HALF, BATCH = 12, 5, 48
@@ -61,7 +61,7 @@ def compiled_facts() -> dict:
     data = parallel.replicate(setup.dataset.model_data("train"), mesh)
     state = parallel.replicate(setup.initial, mesh)
     indices = parallel.shard_indices(np.arange(2 * BATCH).reshape(2, BATCH), mesh)
-    compiled = run_steps.lower(setup.trainer, state, data, indices).compile()
+    compiled = lower_steps(setup.trainer, state, data, indices).compile()
     hlo = compiled.compiled.as_text()  # the partitioned program that each device runs
     new_state, _ = compiled(setup.trainer, state, data, indices)
     arrays = jax.tree.leaves(eqx.filter(new_state, eqx.is_array))

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from eqx_impl._typing import Array, Float, PRNGKeyArray
+from eqx_impl.models.precision import float32_norm
 
 __all__ = ["SelfAttention"]
 
@@ -16,7 +17,8 @@ class SelfAttention(eqx.Module):
 
     With $q, k, v = W_{qkv}\,\mathrm{GN}(x)$ (1×1 convolutions) split into `num_heads` heads of
     size $d_h = C/\mathrm{heads}$, each head computes
-    $\mathrm{softmax}_j(q_i^\top k_j/\sqrt{d_h})\,v_j$.
+    $\mathrm{softmax}_j(q_i^\top k_j/\sqrt{d_h})\,v_j$. Works in the dtype of `x`; the norm and
+    the softmax compute in float32.
     """
 
     norm: eqx.nn.GroupNorm
@@ -40,8 +42,9 @@ class SelfAttention(eqx.Module):
         """**Returns:** the attended feature map, shape like `x`."""
         c, height, width = x.shape
         head_dim = c // self.num_heads
-        qkv = self.qkv(self.norm(x)).reshape(3, self.num_heads, head_dim, height * width)
+        qkv = self.qkv(float32_norm(self.norm, x)).reshape(3, self.num_heads, head_dim, height * width)
         q, k, v = qkv[0], qkv[1], qkv[2]
         logits = jnp.einsum("hdi,hdj->hij", q, k) / jnp.sqrt(jnp.asarray(head_dim, dtype=x.dtype))
-        h = jnp.einsum("hij,hdj->hdi", jax.nn.softmax(logits, axis=-1), v)
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
+        h = jnp.einsum("hij,hdj->hdi", weights, v)
         return x + self.out(h.reshape(c, height, width))

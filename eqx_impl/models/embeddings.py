@@ -55,7 +55,11 @@ def fourier_features(
 
 
 class NoiseEmbedding(eqx.Module):
-    r"""$\lambda \mapsto W_2\,\mathrm{SiLU}(W_1 e(\lambda) + b_1) + b_2$ ($e$: sinusoidal)."""
+    r"""$\lambda \mapsto W_2\,\mathrm{SiLU}(W_1 e(\lambda) + b_1) + b_2$ ($e$: sinusoidal).
+
+    The features are computed in the dtype of $\lambda$, the layers in that of their weights
+    (bfloat16 under the `bfloat16` precision policy); the result has the weights' dtype.
+    """
 
     linear1: eqx.nn.Linear
     linear2: eqx.nn.Linear
@@ -88,4 +92,5 @@ class NoiseEmbedding(eqx.Module):
     def __call__(self, logsnr: ScalarLike) -> Float[Array, " embed_dim"]:
         """**Returns:** the embedding of one $\\lambda$, shape `(embed_dim,)`."""
         features = sinusoidal_embedding(logsnr, self.num_features, self.min_period, self.max_period)
-        return self.linear2(jax.nn.silu(self.linear1(features)))
+        h = jax.nn.silu(self.linear1(features.astype(self.linear1.weight.dtype)))
+        return self.linear2(h)

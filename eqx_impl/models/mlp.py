@@ -86,6 +86,7 @@ class MLP(eqx.Module):
         h = z
         if self.fourier_exponents:
             h = jnp.concatenate([z, fourier_features(z, self.fourier_exponents)])
+        h = h.astype(self.output.weight.dtype)  # bfloat16 under that precision policy
         for layer, cond in zip(self.layers, self.conditioning, strict=True):
             h = jax.nn.silu(layer(h) + cond(emb))
-        return self.output(h)
+        return self.output(h).astype(z.dtype)

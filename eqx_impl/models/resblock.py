@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 
 from eqx_impl._typing import Array, Float, PRNGKeyArray
+from eqx_impl.models.precision import float32_norm
 
 __all__ = ["ResBlock"]
 
@@ -17,7 +18,8 @@ class ResBlock(eqx.Module):
     $$\mathrm{out} = \mathrm{skip}(x)
       + \mathrm{conv}_2(\mathrm{drop}(\mathrm{SiLU}(\mathrm{GN}_2(h)))),$$
     3×3 convolutions, `skip` a 1×1 convolution when the width changes (else the identity),
-    the embedding term broadcast over space.
+    the embedding term broadcast over space. Works in the dtype of `x` (which `emb` and the
+    layers share); the group norms compute in float32.
     """
 
     norm1: eqx.nn.GroupNorm
@@ -58,7 +60,7 @@ class ResBlock(eqx.Module):
 
         **Returns:** the block's output, `(out_channels, height, width)`.
         """
-        h = self.conv1(jax.nn.silu(self.norm1(x)))
+        h = self.conv1(jax.nn.silu(float32_norm(self.norm1, x)))
         h = h + self.embed(jax.nn.silu(emb))[:, None, None]
-        h = self.conv2(self.dropout(jax.nn.silu(self.norm2(h)), key=key))
+        h = self.conv2(self.dropout(jax.nn.silu(float32_norm(self.norm2, h)), key=key))
         return (x if self.skip is None else self.skip(x)) + h

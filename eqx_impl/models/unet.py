@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from eqx_impl._typing import Array, Float, PRNGKeyArray, ScalarLike
 from eqx_impl.models.attention import SelfAttention
 from eqx_impl.models.embeddings import NoiseEmbedding, fourier_features
+from eqx_impl.models.precision import float32_norm
 from eqx_impl.models.resblock import ResBlock
 
 __all__ = ["UNet"]
@@ -35,7 +36,11 @@ class UNet(eqx.Module):
     ResBlock. Optional input features: VDM's Fourier features $\sin/\cos(2^n\pi z)$ for
     $n \in$ `fourier_exponents`, concatenated to $z$ on the channel axis.
     Height and width must be divisible by $2^{L-1}$. Batch with `jax.vmap(model)(z, logsnr)`.
-    """
+
+    Precision: the layers compute in the dtype of their weights (see
+    `eqx_impl.models.precision`): with bfloat16 convolutions the activations are bfloat16, the
+    Fourier features, norms and attention softmax float32, and the output has `z`'s dtype.
+        """
 
     embedding: NoiseEmbedding
     conv_in: eqx.nn.Conv2d
@@ -183,12 +188,13 @@ class UNet(eqx.Module):
             )
         num_blocks = 2 + (2 * self.num_res_blocks + 1) * len(self.channels)
         keys = iter([None] * num_blocks if key is None else jax.random.split(key, num_blocks))
+        compute = self.conv_in.weight.dtype  # bfloat16 under that precision policy
         emb = self.embedding(jnp.asarray(logsnr, dtype=z.dtype))
 
         h = z
         if self.fourier_exponents:
             h = jnp.concatenate([z, fourier_features(z, self.fourier_exponents)], axis=0)
-        h = self.conv_in(h)
+        h = self.conv_in(h.astype(compute))
         skips = [h]
         down = zip(self.down_blocks, self.down_attention, strict=True)
         for level, (blocks, attns) in enumerate(down):
@@ -210,4 +216,4 @@ class UNet(eqx.Module):
                 h = h if attn is None else attn(h)
             if i < len(self.upsamples):
                 h = self.upsamples[i](_upsample(h))
-        return self.conv_out(jax.nn.silu(self.norm_out(h)))
+        return self.conv_out(jax.nn.silu(float32_norm(self.norm_out, h))).astype(z.dtype)

@@ -36,7 +36,7 @@ from eqx_impl.train.proposal import (
     make_proposal,
 )
 from eqx_impl.train.state import TrainState
-from eqx_impl.train.step import Trainer, batch_losses, run_steps, stratified_uniforms
+from eqx_impl.train.step import Trainer, batch_losses, lower_steps, run_steps, stratified_uniforms
 
 __all__ = [
     "AbstractProposal",
@@ -70,6 +70,7 @@ __all__ = [
     "make_proposal",
     "restore_latest",
     "run_preflight",
+    "lower_steps",
     "run_steps",
     "save_checkpoint",
     "stratified_uniforms",

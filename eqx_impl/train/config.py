@@ -115,7 +115,11 @@ class TrainConfig:
     devices (of all processes), the state replicated (`batch_size` must be a multiple of
     the device count; see `parallel.py`). `nonfinite`: a step whose loss or gradient is
     NaN/inf changes no parameter; `stop` then saves the last good state and raises
-    `TrainingDiverged`, `skip` counts it (`skipped` in `metrics.jsonl`) and goes on."""
+    `TrainingDiverged`, `skip` counts it (`skipped` in `metrics.jsonl`) and goes on.
+    `precision`: how the network computes (`eqx_impl.models.precision`): `float32`, `tf32`
+    (float32 storage, TF32 tensor-core matmuls) or `bfloat16` (bf16 convolutions and
+    matmuls; float32 master weights, optimiser state, EMA, loss and all λ math); `auto` is
+    `bfloat16` on a GPU/TPU and `float32` on a CPU. Sampling and evaluation follow it."""
 
     steps: int = 1000
     batch_size: int = 128
@@ -128,6 +132,7 @@ class TrainConfig:
     run_dir: str = "runs/default"
     preflight: bool = True
     nonfinite: str = "stop"
+    precision: str = "auto"
 
 
 @dataclass
@@ -166,6 +171,7 @@ METRICS = ("bpd", "fd", "gmm_nll", "bayes_gap", "sliced_wasserstein", "mmd")
 SAMPLERS = ("heun", "euler", "stochastic", "ancestral", "ddim")
 LR_DECAYS = ("constant", "cosine")
 NONFINITE_POLICIES = ("skip", "stop")
+PRECISIONS = ("auto", "float32", "tf32", "bfloat16")  # eqx_impl.models.precision.PRECISIONS
 
 
 # --- conversion of values ------------------------------------------------------------------
@@ -320,6 +326,12 @@ def check_values(config: Config) -> None:
         "train.nonfinite",
         t.nonfinite,
         "skip (skip and count steps with a NaN/inf loss or gradient) or stop (checkpoint and stop)",
+    )
+    _require(
+        t.precision in PRECISIONS,
+        "train.precision",
+        t.precision,
+        "auto (bfloat16 on GPU/TPU, float32 on CPU), float32, tf32 or bfloat16",
     )
     _require(e.num_samples >= 1, "eval.num_samples", e.num_samples, "an integer >= 1")
     _require(e.sampler in SAMPLERS, "eval.sampler", e.sampler, f"one of {', '.join(SAMPLERS)}")

@@ -28,6 +28,7 @@ import numpy as np
 
 from eqx_impl import evaluation as ev
 from eqx_impl.data import Dataset
+from eqx_impl.models.precision import Precision
 from eqx_impl.schedules import AbstractSchedule, Cosine
 from eqx_impl.train.config import Config
 from eqx_impl.train.proposal import AbstractProposal, LearnedProposal
@@ -62,8 +63,16 @@ def draw_samples(
     r"""Samples of the (EMA) ε-model with `eval.sampler` over the training interval:
     $\sigma_{\min} = e^{-\lambda_{\max}/2}$, $\sigma_{\max} = \min(80, e^{-\lambda_{\min}/2})$.
 
+    The network runs under `train.precision` (`models.precision`).
+
     **Returns:** float32 `(num, *shape)` in model space.
     """
+    precision = Precision.create(config.train.precision)
+    with precision.context():
+        return _draw_samples(config, precision.cast(model), shape, num, sampler, steps, seed, progress)
+
+
+def _draw_samples(config, model, shape, num, sampler, steps, seed, progress) -> np.ndarray:
     e = config.eval
     lo, hi = config.objective.logsnr_min, config.objective.logsnr_max
     seed = e.seed if seed is None else seed
@@ -110,11 +119,18 @@ def evaluate_model(
     metrics: list[str] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Compute `metrics` (default `eval.metrics`) for `model`; `samples` are drawn if a
-    metric needs them and none are given.
+    """Compute `metrics` (default `eval.metrics`) for `model`, its network run under
+    `train.precision`; `samples` are drawn if a metric needs them and none are given.
 
     **Returns:** a flat dict of floats (e.g. `bpd`, `bpd_stderr`, `fd`).
     """
+    precision = Precision.create(config.train.precision)
+    with precision.context():
+        model = precision.cast(model)
+        return _evaluate_model(config, dataset, model, weighting, proposal, proposal_state, samples, metrics, progress)
+
+
+def _evaluate_model(config, dataset, model, weighting, proposal, proposal_state, samples, metrics, progress):
     e = config.eval
     metrics = list(e.metrics if metrics is None else metrics)
     model = eqx.nn.inference_mode(model)

@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from eqx_impl import data as data_lib
+from eqx_impl.models.precision import Precision
 from eqx_impl.train import checkpoint as ckpt
 from eqx_impl.train import parallel
 from eqx_impl.train.config import (
@@ -72,6 +73,7 @@ RESUMABLE_CHANGES = {
     "train.steps_per_dispatch",
     "train.data_parallel",
     "train.nonfinite",  # the policy acts only on a step that changes nothing
+    "train.precision",  # the master weights and optimiser state are float32 under every policy
 }
 
 
@@ -90,15 +92,7 @@ def _frozen(config: Config, *sections: str) -> str:
     return json.dumps({name: values[name] for name in sections}, sort_keys=True)
 
 
-# Initialisation runs under `jit`: eagerly, every distinct parameter shape would compile its
-# own random-number kernels (tens of seconds for a U-Net on a small CPU). The static
-# arguments are hashable, so equal configs reuse the compiled initialisers.
-@eqx.filter_jit
-def _init_model(frozen_config: str, shape: tuple[int, ...], key):
-    config = config_from_dict(json.loads(frozen_config))
-    return build_model(config, shape, config.model.sigma_data, key=key)
-
-
+# A learned schedule's network is small; its initialiser runs under `jit` (one compilation).
 @eqx.filter_jit
 def _init_schedule(frozen_config: str, key):
     return build_schedule(config_from_dict(json.loads(frozen_config)), key=key)
@@ -127,14 +121,20 @@ def build(config: Config, dataset: data_lib.Dataset | None = None) -> Setup:
     o = config.objective
     key = jax.random.key(config.train.seed)
     k_model, k_schedule, k_train = jax.random.split(key, 3)
-    model_spec = _frozen(config, "model", "objective")
-    model = _init_model(model_spec, tuple(dataset.shape), k_model)
+    model = build_model(config, tuple(dataset.shape), config.model.sigma_data, key=k_model)
     proposal = make_proposal(_init_schedule(_frozen(config, "objective"), k_schedule))
     weighting = build_weighting(o.weighting, o.weighting_args, (o.logsnr_min, o.logsnr_max))
     dropout = float(config.model.args.get("dropout", 0.0)) > 0.0
     mesh = parallel.data_mesh(config.train.batch_size) if config.train.data_parallel else None
     trainer = Trainer.create(
-        weighting, proposal, config.optim, config.train.steps, dropout, mesh, nonfinite=config.train.nonfinite
+        weighting,
+        proposal,
+        config.optim,
+        config.train.steps,
+        dropout,
+        mesh,
+        nonfinite=config.train.nonfinite,
+        precision=Precision.create(config.train.precision),
     )
     state = init_state(trainer, model, k_train)
     return Setup(config, dataset, weighting, proposal, trainer, state)

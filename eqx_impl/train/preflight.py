@@ -33,6 +33,7 @@ import eqx_impl as ex
 import reference as ref
 from eqx_impl.data import Dataset
 from eqx_impl.learned import Learned
+from eqx_impl.models.precision import FULL_FLOAT32
 from eqx_impl.train.config import Config
 from eqx_impl.train.proposal import AbstractProposal, AdaptiveProposal, LearnedProposal
 from eqx_impl.train.registry import build_schedule, build_weighting
@@ -233,10 +234,17 @@ def run_preflight(
 
     `weighting`, `proposal` and `proposal_state` are the eqx objects training will use;
     the reference objects are built from `config` (a resolved config: the log-SNR range
-    and `sigma_data` filled in).
+    and `sigma_data` filled in). It checks the objective's math, not the network's
+    rounding: it runs at full float32 precision (`jax.default_matmul_precision("highest")`,
+    no TF32, float32 probe network) whatever `train.precision` says.
 
     **Returns:** a `PreflightReport` (`.passed`, printable).
     """
+    with FULL_FLOAT32.context():
+        return _run_preflight(config, dataset, weighting, proposal, proposal_state, num_points, seed)
+
+
+def _run_preflight(config, dataset, weighting, proposal, proposal_state, num_points, seed) -> PreflightReport:
     rng = np.random.default_rng(seed)
     o = config.objective
     lo, hi = float(o.logsnr_min), float(o.logsnr_max)

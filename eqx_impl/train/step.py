@@ -30,6 +30,7 @@ import optax
 from jax.sharding import Mesh
 
 from eqx_impl.losses import weighted_loss
+from eqx_impl.models.precision import FULL_FLOAT32, Precision
 from eqx_impl.train.config import NONFINITE_POLICIES, OptimConfig
 from eqx_impl.train.optim import ema_decay_at, ema_update, model_optimizer, schedule_optimizer
 from eqx_impl.train.parallel import constrain_batch, constrain_replicated
@@ -89,6 +90,9 @@ class Trainer(eqx.Module):
     mesh: Mesh | None = eqx.field(static=True, default=None)
     # train.nonfinite: what a step with a non-finite loss or gradient does ("skip"/"stop").
     nonfinite: str = eqx.field(static=True, default="stop")
+    # How the network computes (`models.precision`): its layers are cast inside the loss,
+    # so parameters, gradients, optimiser state and EMA stay float32.
+    precision: Precision = eqx.field(static=True, default=FULL_FLOAT32)
 
     def __check_init__(self):
         if self.nonfinite not in NONFINITE_POLICIES:
@@ -101,15 +105,32 @@ class Trainer(eqx.Module):
 
     @classmethod
     def create(
-        cls, weighting, proposal, optim: OptimConfig, total_steps: int, dropout=False, mesh=None, nonfinite="stop"
+        cls,
+        weighting,
+        proposal,
+        optim: OptimConfig,
+        total_steps: int,
+        dropout=False,
+        mesh=None,
+        nonfinite="stop",
+        precision: Precision = FULL_FLOAT32,
     ):
         """**Returns:** a `Trainer` for these ingredients and optimiser settings (and a data
         mesh from `parallel.data_mesh`, or `None`); `nonfinite` is the policy for a step
-        whose loss or gradient is not finite (see `steps`)."""
+        whose loss or gradient is not finite (see `steps`); `precision` the network's policy."""
         # The step count matters only to a decaying learning rate; leaving it out otherwise
         # lets runs of different lengths share one compiled step.
         total_steps = int(total_steps) if optim.lr_decay != "constant" else 0
-        return cls(weighting, proposal, dataclasses.astuple(optim), total_steps, bool(dropout), mesh, str(nonfinite))
+        return cls(
+            weighting,
+            proposal,
+            dataclasses.astuple(optim),
+            total_steps,
+            bool(dropout),
+            mesh,
+            str(nonfinite),
+            precision,
+        )
 
     @property
     def optim_config(self) -> OptimConfig:
@@ -133,7 +154,9 @@ class Trainer(eqx.Module):
         return initial_state(model, self.optimizer, self.proposal, self.proposal_optimizer, key=key)
 
     def losses(self, model, x, logsnr, eps, density, keys):
-        """Per-example $\\hat{\\mathcal L}_i$; see `batch_losses`. **Returns:** shape `(B,)`."""
+        """Per-example $\\hat{\\mathcal L}_i$ with the network cast to the precision policy's
+        dtype; see `batch_losses`. **Returns:** shape `(B,)`, float32."""
+        model = self.precision.cast(model)
         return batch_losses(model, self.weighting, x, logsnr, eps, density, keys if self.dropout else None)
 
     def draw(self, state: TrainState, x):
@@ -304,9 +327,22 @@ def init_state(trainer: Trainer, model, key) -> TrainState:
 
 
 @eqx.filter_jit
+def _run_steps(trainer: Trainer, state: TrainState, data, indices):
+    return trainer.steps(state, data, indices)
+
+
 def run_steps(trainer: Trainer, state: TrainState, data, indices):
-    """The one jitted entry point: `trainer.steps` (loss, gradient, update) for `k` steps.
+    """The one jitted entry point: `trainer.steps` (loss, gradient, update) for `k` steps,
+    traced and compiled under the trainer's matmul precision (`Precision.context`).
 
     **Returns:** `(state, metrics)` with metrics of shape `(k,)`.
     """
-    return trainer.steps(state, data, indices)
+    with trainer.precision.context():
+        return _run_steps(trainer, state, data, indices)
+
+
+def lower_steps(trainer: Trainer, state: TrainState, data, indices):
+    """`run_steps` lowered (not run), under the same precision: for cost analysis and
+    compile-time measurements. **Returns:** a `jax.stages.Lowered`."""
+    with trainer.precision.context():
+        return _run_steps.lower(trainer, state, data, indices)
