@@ -6,9 +6,10 @@ jaxpr of the function (forward, or a whole training step with its backward pass)
 for every
 
 - `dot_general`: $2\cdot\prod(\text{batch})\prod(\text{free}_a)\prod(\text{free}_b)\prod(\text{contracted})$;
-- `conv_general_dilated`: $2\cdot N\cdot C_{\mathrm{out}}\cdot\prod(\text{output spatial})\cdot
-  (C_{\mathrm{in}}/G)\cdot\prod(\text{kernel spatial})$ (the backward pass's convolutions
-  appear as convolutions of their own, so they are counted the same way);
+- `conv_general_dilated`: $2\cdot N\cdot C_{\mathrm{out}}\cdot(C_{\mathrm{in}}/G)\cdot T$, with
+  $T$ the (output position, kernel tap) pairs that read real input rather than zero
+  padding, as XLA's own cost analysis counts them (the backward pass's convolutions appear
+  as convolutions of their own and are counted the same way);
 
 through nested jaxprs (`jit`, `custom_vjp`, `remat`, `cond`: the largest branch) and
 `scan` / `while` bodies (times the trip count for `scan`). A multiply-add counts 2.
@@ -36,15 +37,36 @@ def _dot_flops(eqn) -> int:
     return 2 * batch * free_a * free_b * contracted
 
 
+def _valid_taps(size: int, out: int, kernel: int, stride: int, pad_lo: int, lhs_dil: int, rhs_dil: int) -> int:
+    """Pairs (output position, kernel tap) along one spatial axis that read a real input
+    element, not padding or a hole of the input's dilation."""
+    extent = (size - 1) * lhs_dil + 1
+    count = 0
+    for o in range(out):
+        for k in range(kernel):
+            i = o * stride - pad_lo + k * rhs_dil
+            count += 0 <= i < extent and i % lhs_dil == 0
+    return count
+
+
 def _conv_flops(eqn) -> int:
-    rhs = eqn.invars[1].aval.shape
+    lhs, rhs = (v.aval.shape for v in eqn.invars)
     out = eqn.outvars[0].aval.shape
-    dn = eqn.params["dimension_numbers"]
-    out_spatial = math.prod(out[i] for i in dn.out_spec[2:])
-    kernel_spatial = math.prod(rhs[i] for i in dn.rhs_spec[2:])
+    dn, p = eqn.params["dimension_numbers"], eqn.params
+    taps = 1
+    for axis, (lhs_i, rhs_i, out_i) in enumerate(zip(dn.lhs_spec[2:], dn.rhs_spec[2:], dn.out_spec[2:], strict=True)):
+        taps *= _valid_taps(
+            lhs[lhs_i],
+            out[out_i],
+            rhs[rhs_i],
+            p["window_strides"][axis],
+            p["padding"][axis][0],
+            p["lhs_dilation"][axis],
+            p["rhs_dilation"][axis],
+        )
     in_per_group = rhs[dn.rhs_spec[1]]  # the kernel's input-feature axis holds C_in / G
     batch, out_features = out[dn.out_spec[0]], out[dn.out_spec[1]]
-    return 2 * batch * out_features * out_spatial * in_per_group * kernel_spatial
+    return 2 * batch * out_features * in_per_group * taps
 
 
 def _jaxpr_flops(jaxpr) -> int:
@@ -60,9 +82,19 @@ def _jaxpr_flops(jaxpr) -> int:
         elif name == "cond":
             total += max(_jaxpr_flops(branch.jaxpr) for branch in eqn.params["branches"])
         else:
-            for sub in jex_core.subjaxprs(eqn):
-                total += _jaxpr_flops(sub)
+            total += sum(_jaxpr_flops(sub) for sub in _params_jaxprs(eqn.params.values()))
     return total
+
+
+def _params_jaxprs(values):
+    """The jaxprs among an equation's parameters (`jit`'s `jaxpr`, `custom_vjp`'s `call_jaxpr`...)."""
+    for value in values:
+        if isinstance(value, jex_core.ClosedJaxpr):
+            yield value.jaxpr
+        elif isinstance(value, jex_core.Jaxpr):
+            yield value
+        elif isinstance(value, tuple | list):
+            yield from _params_jaxprs(value)
 
 
 def matmul_flops(fn, *args, **kwargs) -> int:
