@@ -28,9 +28,8 @@ import numpy as np
 from jax import lax
 from jaxtyping import Float
 
-from eqx_impl import _validate
+import _checks
 from eqx_impl._typing import Array, LogSNR, PRNGKeyArray
-from reference.analytic import _check_dim, _check_last_axis, _check_mixture
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -86,8 +85,8 @@ class AbstractAnalyticData(eqx.Module):
 
         **Returns:** shape `broadcast(x.shape[:-1], logsnr.shape)`.
         """
-        _validate.same_shape("x", x, "eps", eps)
-        _check_last_axis("x", x, self.dim)
+        _checks.same_shape("x", x, "eps", eps)
+        _checks.last_axis("x", x, self.dim)
         lam = _logsnr_like(logsnr, x)[..., None]
         alpha = jnp.exp(0.5 * jax.nn.log_sigmoid(lam))
         sigma = jnp.exp(0.5 * jax.nn.log_sigmoid(-lam))
@@ -115,8 +114,8 @@ class GaussianData(AbstractAnalyticData):
     dim: int = eqx.field(static=True)
 
     def __check_init__(self):
-        _validate.positive("var", self.var)
-        _check_dim(self.dim)
+        _checks.positive("var", self.var)
+        _checks.dim(self.dim)
 
     def _log_v(self, logsnr: Array) -> Array:
         r"""$\ln(\alpha^2 s^2 + \sigma^2)$ in log space."""
@@ -124,7 +123,7 @@ class GaussianData(AbstractAnalyticData):
 
     def sample_from_noise(self, noise: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
         """**Returns:** $s \\cdot$ `noise` for `noise` ~ N(0, I)."""
-        _check_last_axis("noise", noise, self.dim)
+        _checks.last_axis("noise", noise, self.dim)
         return math.sqrt(self.var) * noise
 
     def sample(self, num: int, *, key: PRNGKeyArray) -> Float[Array, "num dim"]:
@@ -133,24 +132,24 @@ class GaussianData(AbstractAnalyticData):
 
     def log_prob(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch"]:
         r"""$-\tfrac12(\|x\|^2/s^2 + d\ln(2\pi s^2))$."""
-        _check_last_axis("x", x, self.dim)
+        _checks.last_axis("x", x, self.dim)
         return -0.5 * (jnp.sum(x**2, axis=-1) / self.var + self.dim * (_LOG_2PI + math.log(self.var)))
 
     def log_prob_noisy(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\ln\mathcal N(z; 0, vI)$. **Returns:** shape `broadcast(z.shape[:-1], logsnr.shape)`."""
-        _check_last_axis("z", z, self.dim)
+        _checks.last_axis("z", z, self.dim)
         log_v = self._log_v(_logsnr_like(logsnr, z))
         return -0.5 * (jnp.sum(z**2, axis=-1) * jnp.exp(-log_v) + self.dim * (_LOG_2PI + log_v))
 
     def denoise(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\hat x = \alpha s^2 z / v$. **Returns:** shape of `z`."""
-        _check_last_axis("z", z, self.dim)
+        _checks.last_axis("z", z, self.dim)
         lam = _logsnr_like(logsnr, z)[..., None]
         return jnp.exp(0.5 * jax.nn.log_sigmoid(lam) + math.log(self.var) - self._log_v(lam)) * z
 
     def eps(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\hat\epsilon = \sigma z / v$ (no division by $\sigma$). **Returns:** shape of `z`."""
-        _check_last_axis("z", z, self.dim)
+        _checks.last_axis("z", z, self.dim)
         lam = _logsnr_like(logsnr, z)[..., None]
         return jnp.exp(0.5 * jax.nn.log_sigmoid(-lam) - self._log_v(lam)) * z
 
@@ -208,9 +207,9 @@ class GaussianMixture(AbstractAnalyticData):
             # Values are unknown under tracing: check the shapes only, with valid placeholder values.
             w, m, s = (np.full(leaf.shape, 1.0) for leaf in leaves)
             w = w / max(w.size, 1)
-            _check_mixture(w, m, s)
+            _checks.mixture(w, m, s)
         else:
-            _check_mixture(*(np.asarray(leaf) for leaf in leaves))
+            _checks.mixture(*(np.asarray(leaf) for leaf in leaves))
 
     @property
     def num_components(self) -> int:
@@ -246,7 +245,7 @@ class GaussianMixture(AbstractAnalyticData):
 
         **Returns:** samples, shape of `noise`.
         """
-        _check_last_axis("noise", noise, self.dim)
+        _checks.last_axis("noise", noise, self.dim)
         u = jnp.asarray(u, self.weights.dtype)  # a uniform needs no more precision than the weights
         # k = #{j : u >= w_1 + ... + w_j} (= searchsorted "right"; K is small, so a
         # comparison beats a search loop), capped for a cumulative sum that rounds below 1.
@@ -263,20 +262,20 @@ class GaussianMixture(AbstractAnalyticData):
 
     def log_prob(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch"]:
         r"""$\mathrm{logsumexp}_k(\ln w_k + \ln\mathcal N(x; \mu_k, s_k^2))$."""
-        _check_last_axis("x", x, self.dim)
+        _checks.last_axis("x", x, self.dim)
         log_var = self._log_var()
         one = lambda x, _, stored: _logsumexp(stored(_logits, log_var, x, self.means, self.weights))  # noqa: E731
         return _per_example(one, x, jnp.zeros((), x.dtype))  # no λ: a shared dummy
 
     def log_prob_noisy(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\mathrm{logsumexp}_k(\ln w_k + \ln\mathcal N(z; \alpha\mu_k, v_k))$. **Returns:** shape `broadcast(z.shape[:-1], logsnr.shape)`."""
-        _check_last_axis("z", z, self.dim)
+        _checks.last_axis("z", z, self.dim)
         one = lambda z, lam, stored: _logsumexp(self._components(z, lam, stored)[0])  # noqa: E731
         return _per_example(one, z, _logsnr_like(logsnr, z))
 
     def denoise(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\sum_k r_k(\mu_k + \alpha s_k^2(z - \alpha\mu_k)/v_k)$. **Returns:** shape of `z`."""
-        _check_last_axis("z", z, self.dim)
+        _checks.last_axis("z", z, self.dim)
 
         def one(z, lam, stored):
             logits, diff, log_v, log_a2, _ = self._components(z, lam, stored)
@@ -286,7 +285,7 @@ class GaussianMixture(AbstractAnalyticData):
 
     def eps(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\sigma\sum_k r_k(z - \alpha\mu_k)/v_k$ (no division by $\sigma$). **Returns:** shape of `z`."""
-        _check_last_axis("z", z, self.dim)
+        _checks.last_axis("z", z, self.dim)
 
         def one(z, lam, stored):
             logits, diff, log_v, _, log_s2 = self._components(z, lam, stored)

@@ -15,10 +15,9 @@ from collections.abc import Callable
 import equinox as eqx
 import jax.numpy as jnp
 
-from eqx_impl import _validate
+import _checks
 from eqx_impl._typing import Array, ArrayLike, Data, Float, Scalar, ScalarLike
 from eqx_impl.schedules import sigma_to_logsnr
-from reference import edm as reference_edm
 
 Sigma = Float[ArrayLike, "*shape"]
 Coefficients = tuple[Float[Array, "*shape"], Float[Array, "*shape"], Float[Array, "*shape"], Float[Array, "*shape"]]
@@ -44,7 +43,7 @@ def edm_precond(sigma: Sigma, sigma_data: float = 0.5) -> Coefficients:
     **Returns:** `(c_skip, c_out, c_in, c_noise)`, arrays shaped like `sigma`.
     """
     sigma = _float_array(sigma)
-    sd = _validate.positive("sigma_data", sigma_data)
+    sd = _checks.positive("sigma_data", sigma_data)
     norm = jnp.hypot(sigma, sd)  # √(σ² + σ_d²) without overflow
     return (sd / norm) ** 2, sigma * sd / norm, 1.0 / norm, 0.25 * jnp.log(sigma)
 
@@ -59,9 +58,9 @@ def vp_precond(sigma: Sigma, beta_d: float = 19.9, beta_min: float = 0.1, M: int
     **Returns:** `(c_skip, c_out, c_in, c_noise)`, arrays shaped like `sigma`.
     """
     sigma = _float_array(sigma)
-    beta_d = _validate.positive("beta_d", beta_d)
-    beta_min = _validate.positive("beta_min", beta_min)
-    M = _validate.positive("M", M)
+    beta_d = _checks.positive("beta_d", beta_d)
+    beta_min = _checks.positive("beta_min", beta_min)
+    M = _checks.positive("M", M)
     g = jnp.log1p(sigma**2)
     t = 2.0 * g / (beta_min + jnp.sqrt(beta_min**2 + 2.0 * beta_d * g))
     return jnp.ones_like(sigma), -sigma, 1.0 / jnp.hypot(sigma, 1.0), (M - 1.0) * t
@@ -83,7 +82,7 @@ def edm_loss_weight(sigma: Sigma, sigma_data: float = 0.5) -> Float[Array, "*sha
     **Returns:** array shaped like `sigma`.
     """
     sigma = _float_array(sigma)
-    sd = _validate.positive("sigma_data", sigma_data)
+    sd = _checks.positive("sigma_data", sigma_data)
     return 1.0 / sigma**2 + 1.0 / sd**2
 
 
@@ -97,13 +96,17 @@ def edm_sigmas(
 
     $$\sigma_i = \Big(\sigma_{\max}^{1/\rho} + \tfrac{i}{n-1}\big(\sigma_{\min}^{1/\rho} - \sigma_{\max}^{1/\rho}\big)\Big)^{\rho},
       \quad i < n, \qquad \sigma_n = 0.$$
-    The arguments are static hyperparameters: the levels are computed in float64 and rounded
-    once to the default float dtype (float32, or float64 under `jax.enable_x64`).
+    The arguments are static Python numbers; the levels are computed in the default float
+    dtype (float32, or float64 under `jax.enable_x64`), as $(\,(1-r_i)\sigma_{\max}^{1/\rho} + r_i\sigma_{\min}^{1/\rho})^\rho$ with
+    $r_i = i/(n-1)$ (relative error about $\rho$ units of roundoff).
 
     **Returns:** array of shape `(n + 1,)`, strictly decreasing from `sigma_max` to 0.
     """
-    # Static hyperparameters: the reference computes the levels (and checks the arguments).
-    return jnp.asarray(reference_edm.edm_sigmas(n, sigma_min, sigma_max, rho), dtype=float)
+    n, sigma_min, sigma_max, rho = _checks.edm_sigmas(n, sigma_min, sigma_max, rho)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    ramp = jnp.arange(n, dtype=float) / (n - 1)
+    levels = ((1.0 - ramp) * hi + ramp * lo) ** rho
+    return jnp.append(levels, jnp.zeros(1, levels.dtype))
 
 
 # --- denoiser adapters: D(x_edm, σ) → x̂ -----------------------------------------------------
@@ -145,7 +148,7 @@ class _FDenoiser(eqx.Module):
     sigma_data: float = eqx.field(static=True)
 
     def __check_init__(self):
-        _validate.positive("sigma_data", self.sigma_data)
+        _checks.positive("sigma_data", self.sigma_data)
 
     def __call__(self, x_edm: Data, sigma: ScalarLike) -> Data:
         c_skip, c_out, c_in, c_noise = edm_precond(jnp.asarray(sigma, x_edm.dtype), self.sigma_data)

@@ -27,12 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eqx_impl import _validate
+import _checks
 from eqx_impl._typing import Array, ArrayLike, Float, Scalar
 from eqx_impl.losses import Example, eps_loss, prior_kl
 from eqx_impl.schedules import AbstractSchedule, _float
 from eqx_impl.weightings import AbstractWeighting, is_monotonic
-from reference.elbo import check_monotone, check_noise_draws
 
 __all__ = [
     "AugmentationDistribution",
@@ -52,7 +51,7 @@ _BISECTION_STEPS = 64
 
 def _mean_loss(eps_model, x: Example, eps: NoiseDraws):
     r"""$\lambda \mapsto \bar\ell(\lambda)$ for an array of log-SNRs (any shape)."""
-    check_noise_draws(x, eps)
+    _checks.noise_draws(x, eps)
     eps = jnp.asarray(eps).astype(x.dtype)
 
     def one(logsnr):
@@ -219,6 +218,6 @@ def augmentation_distribution(weighting: AbstractWeighting, schedule: AbstractSc
 
     **Returns:** an `AugmentationDistribution`. Raises `ValueError` if `weighting` is not monotone.
     """
-    lo, hi = _validate.logsnr_range(float(schedule.logsnr_min), float(schedule.logsnr_max))
-    check_monotone(weighting, lo, hi, is_monotonic(weighting, lo, hi))
+    lo, hi = _checks.logsnr_range(float(schedule.logsnr_min), float(schedule.logsnr_max))
+    _checks.monotone(weighting, lo, hi, is_monotonic(weighting, lo, hi))
     return AugmentationDistribution(weighting, schedule)

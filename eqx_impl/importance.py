@@ -27,9 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eqx_impl import _validate
+import _checks
 from eqx_impl._typing import Array, ArrayLike, Float, Int, LogSNR
-from reference.importance import check_adaptive
 
 _GL_ORDER = 16
 _GL_PANELS = 32
@@ -73,7 +72,7 @@ def estimator_mean(weighting, m1, logsnr_min: float, logsnr_max: float, *, point
 
     **Returns:** a scalar array.
     """
-    lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
+    lo, hi = _checks.logsnr_range(logsnr_min, logsnr_max)
     return 0.5 * _integrate(lambda x: weighting(x) * m1(x), lo, hi, _break_points(weighting, points))
 
 
@@ -85,7 +84,7 @@ def estimator_variance(weighting, density, m1, m2, logsnr_min: float, logsnr_max
 
     **Returns:** a scalar array.
     """
-    lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
+    lo, hi = _checks.logsnr_range(logsnr_min, logsnr_max)
     pts = _break_points(weighting, points)
     second = 0.25 * _integrate(lambda x: weighting(x) ** 2 * m2(x) / density(x), lo, hi, pts)
     return second - estimator_mean(weighting, m1, lo, hi, points=points) ** 2
@@ -118,7 +117,7 @@ def optimal_proposal(weighting, m2, logsnr_min: float, logsnr_max: float, *, poi
 
     **Returns:** an `OptimalProposal`, a callable density of log-SNR.
     """
-    lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
+    lo, hi = _checks.logsnr_range(logsnr_min, logsnr_max)
     z = _integrate(lambda x: weighting(x) * jnp.sqrt(m2(x)), lo, hi, _break_points(weighting, points))
     return OptimalProposal(weighting, m2, z, lo, hi)
 
@@ -130,7 +129,7 @@ def optimal_variance(weighting, m1, m2, logsnr_min: float, logsnr_max: float, *,
 
     **Returns:** a scalar array.
     """
-    lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
+    lo, hi = _checks.logsnr_range(logsnr_min, logsnr_max)
     z = _integrate(lambda x: weighting(x) * jnp.sqrt(m2(x)), lo, hi, _break_points(weighting, points))
     return 0.25 * z**2 - estimator_mean(weighting, m1, lo, hi, points=points) ** 2
 
@@ -162,7 +161,7 @@ class Adaptive(eqx.Module):
     uniform_weight: float = eqx.field(default=0.01, static=True, converter=float)
 
     def __check_init__(self):
-        check_adaptive(
+        _checks.adaptive(
             self.logsnr_min,
             self.logsnr_max,
             self.n_bins,
@@ -273,7 +272,7 @@ class Adaptive(eqx.Module):
         """
         dtype = state.ema.dtype
         logsnr, values = jnp.asarray(logsnr, dtype), jnp.asarray(values, dtype)
-        _validate.same_shape("logsnr", logsnr, "values", values)
+        _checks.same_shape("logsnr", logsnr, "values", values)
         k = self.bin_index(logsnr).ravel()
         y = values.ravel() ** 2 if self.target == "rms" else values.ravel()
         sums = jax.ops.segment_sum(y, k, num_segments=self.n_bins)

@@ -14,10 +14,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from eqx_impl import _validate
+import _checks
 from eqx_impl._typing import Array, PRNGKeyArray
-from eqx_impl.schedules import AbstractSchedule, _float, bisect_inverse
-from reference.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN
+from eqx_impl.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN, AbstractSchedule, _float, bisect_inverse
 
 
 class Learned(AbstractSchedule):
@@ -41,7 +40,7 @@ class Learned(AbstractSchedule):
         width: int = 1024,
         fixed_endpoints: bool = True,
     ):
-        lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
+        lo, hi = _checks.logsnr_range(logsnr_min, logsnr_max)
         if int(width) < 1:
             raise ValueError(f"width must be a positive integer, got {width!r}.")
         k2, k2b, k3 = jax.random.split(key, 3)

@@ -15,9 +15,11 @@ import jax
 import jax.numpy as jnp
 from jax.scipy import special
 
-from eqx_impl import _validate
+import _checks
 from eqx_impl._typing import Array, LogSNR
-from reference.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN
+
+DEFAULT_LOGSNR_MIN = -20.0
+DEFAULT_LOGSNR_MAX = 20.0
 
 _static = dict(static=True, converter=float)
 
@@ -93,7 +95,7 @@ class LinearLogSNR(AbstractSchedule):
     logsnr_max: float = eqx.field(default=DEFAULT_LOGSNR_MAX, **_static)
 
     def __check_init__(self):
-        _validate.logsnr_range(self.logsnr_min, self.logsnr_max)
+        _checks.logsnr_range(self.logsnr_min, self.logsnr_max)
 
     def logsnr(self, t) -> Array:
         return self.logsnr_max + _float(t) * (self.logsnr_min - self.logsnr_max)
@@ -132,8 +134,8 @@ class Cosine(_TwoSidedLog):
     shift: float = eqx.field(default=0.0, **_static)
 
     def __check_init__(self):
-        _validate.logsnr_range(self.logsnr_min, self.logsnr_max)
-        _validate.finite("shift", self.shift)
+        _checks.logsnr_range(self.logsnr_min, self.logsnr_max)
+        _checks.finite("shift", self.shift)
 
     @property
     def _ends(self):
@@ -164,10 +166,13 @@ class CosineInterpolated(AbstractSchedule):
     shift_end: float = eqx.field(default=0.0, **_static)
 
     def __check_init__(self):
-        # The reference constructor performs the same checks, including strict monotonicity.
-        from reference.schedules import CosineInterpolated as Checked
-
-        Checked(self.logsnr_min, self.logsnr_max, self.shift_start, self.shift_end)
+        _checks.logsnr_range(self.logsnr_min, self.logsnr_max)
+        _checks.finite("shift_start", self.shift_start)
+        _checks.finite("shift_end", self.shift_end)
+        # The hyperparameters are static, so the slope is known now, even inside a trace.
+        with jax.ensure_compile_time_eval():
+            slope = self.dlogsnr_dt(jnp.linspace(0.0, 1.0, 4097))
+        _checks.interpolated_slope(slope, self.shift_start, self.shift_end)
 
     def logsnr(self, t) -> Array:
         t = _float(t)
@@ -187,9 +192,7 @@ class DDPMLinear(AbstractSchedule):
     t_eps: float = eqx.field(default=1e-5, **_static)
 
     def __check_init__(self):
-        from reference.schedules import DDPMLinear as Checked
-
-        Checked(self.beta_min, self.beta_max, self.t_eps)
+        _checks.ddpm_linear(self.beta_min, self.beta_max, self.t_eps)
 
     def _integral(self, t):
         tau = self.t_eps + _float(t) * (1.0 - self.t_eps)
@@ -226,9 +229,10 @@ class EDMLogNormal(AbstractSchedule):
     logsnr_max: float = eqx.field(default=DEFAULT_LOGSNR_MAX, **_static)
 
     def __check_init__(self):
-        from reference.schedules import EDMLogNormal as Checked
-
-        Checked(self.p_mean, self.p_std, self.logsnr_min, self.logsnr_max)
+        _checks.finite("p_mean", self.p_mean)
+        _checks.positive("p_std", self.p_std)
+        _checks.logsnr_range(self.logsnr_min, self.logsnr_max)
+        _checks.kept_mass(self._masses[4], self.logsnr_min, self.logsnr_max)
 
     @property
     def _masses(self) -> tuple[float, float, float, float, float]:
@@ -269,7 +273,7 @@ class FlowOT(_TwoSidedLog):
     logsnr_max: float = eqx.field(default=DEFAULT_LOGSNR_MAX, **_static)
 
     def __check_init__(self):
-        _validate.logsnr_range(self.logsnr_min, self.logsnr_max)
+        _checks.logsnr_range(self.logsnr_min, self.logsnr_max)
 
     @property
     def _ends(self):

@@ -28,8 +28,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+import _checks
 from eqx_impl._typing import Array, Data, Float, LogSNR
-from reference.targets import TARGETS, check_target
+
+TARGETS = _checks.TARGETS
 
 __all__ = ["TARGETS", "eps_from_prediction", "prediction_from_eps", "target_factor", "target_value"]
 
@@ -62,7 +64,7 @@ def target_factor(target: str, logsnr: LogSNR, sigma_data: float = 0.5) -> Float
 
     **Returns:** an array like `logsnr` (float).
     """
-    check_target(target)
+    _checks.target(target)
     logsnr = _as_float(logsnr)
     if target == "eps":
         return jnp.ones_like(logsnr)
@@ -87,7 +89,7 @@ def target_value(target: str, x: Data, eps: Data, logsnr: LogSNR, sigma_data: fl
 
     **Returns:** an array like `x`.
     """
-    check_target(target)
+    _checks.target(target)
     logsnr = jnp.asarray(logsnr, dtype=x.dtype)
     alpha, sigma = _alpha_sigma(logsnr)
     if target == "eps":
@@ -120,7 +122,7 @@ def eps_from_prediction(
 
     **Returns:** $\hat\epsilon$, an array like `z`.
     """
-    check_target(target)
+    _checks.target(target)
     logsnr = jnp.asarray(logsnr, dtype=z.dtype)
     alpha, sigma = _alpha_sigma(logsnr)
     if target == "eps":
@@ -149,7 +151,7 @@ def prediction_from_eps(
 
     **Returns:** the prediction, an array like `z`.
     """
-    check_target(target)
+    _checks.target(target)
     logsnr = jnp.asarray(logsnr, dtype=z.dtype)
     alpha, sigma = _alpha_sigma(logsnr)
     if target == "eps":

@@ -15,12 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eqx_impl import _validate
+import _checks
 from eqx_impl._typing import Array, LogSNR
-from eqx_impl.schedules import AbstractSchedule, _float
+from eqx_impl.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN, AbstractSchedule, _float
 from eqx_impl.targets import target_factor
-from reference.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN
-from reference.targets import check_target
 
 _static = dict(static=True, converter=float)
 
@@ -69,9 +67,9 @@ class EDM(AbstractWeighting):
     sigma_data: float = eqx.field(default=0.5, **_static)
 
     def __check_init__(self):
-        _validate.finite("p_mean", self.p_mean)
-        _validate.positive("p_std", self.p_std)
-        _validate.positive("sigma_data", self.sigma_data)
+        _checks.finite("p_mean", self.p_mean)
+        _checks.positive("p_std", self.p_std)
+        _checks.positive("sigma_data", self.sigma_data)
 
     def __call__(self, logsnr):
         logsnr = _float(logsnr)
@@ -87,7 +85,7 @@ class Exponential(AbstractWeighting):
     rate: float = eqx.field(default=0.5, **_static)
 
     def __check_init__(self):
-        _validate.finite("rate", self.rate)
+        _checks.finite("rate", self.rate)
 
     def __call__(self, logsnr):
         return jnp.exp(-self.rate * _float(logsnr))
@@ -107,7 +105,7 @@ class MinSNR(AbstractWeighting):
     gamma: float = eqx.field(default=5.0, **_static)
 
     def __check_init__(self):
-        _validate.positive("gamma", self.gamma)
+        _checks.positive("gamma", self.gamma)
 
     def __call__(self, logsnr):
         logsnr = _float(logsnr)
@@ -124,7 +122,7 @@ class Sigmoid(AbstractWeighting):
     bias: float = eqx.field(default=2.0, **_static)
 
     def __check_init__(self):
-        _validate.finite("bias", self.bias)
+        _checks.finite("bias", self.bias)
 
     def __call__(self, logsnr):
         return jax.nn.sigmoid(self.bias - _float(logsnr))
@@ -137,7 +135,7 @@ class Shifted(AbstractWeighting):
     shift: float = eqx.field(**_static)
 
     def __check_init__(self):
-        _validate.finite("shift", self.shift)
+        _checks.finite("shift", self.shift)
 
     def __call__(self, logsnr):
         return self.weighting(_float(logsnr) - self.shift)
@@ -180,7 +178,7 @@ class Monotonic(AbstractWeighting):
         grid_size: int = 4001,
     ):
         self.weighting = weighting
-        self.logsnr_min, self.logsnr_max = _validate.logsnr_range(logsnr_min, logsnr_max)
+        self.logsnr_min, self.logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
         self.peaks = _local_maxima(weighting, self.logsnr_min, self.logsnr_max, grid_size)
 
     def __call__(self, logsnr):
@@ -207,8 +205,8 @@ class Implied(AbstractWeighting):
     sigma_data: float = eqx.field(default=0.5, **_static)
 
     def __check_init__(self):
-        check_target(self.target)
-        _validate.positive("sigma_data", self.sigma_data)
+        _checks.target(self.target)
+        _checks.positive("sigma_data", self.sigma_data)
 
     def __call__(self, logsnr):
         logsnr = _float(logsnr)
@@ -229,6 +227,6 @@ def is_monotonic(
     `rtol` defaults looser than the reference's 1e-10 because values are float32.
     **Returns:** a Python `bool`.
     """
-    logsnr_min, logsnr_max = _validate.logsnr_range(logsnr_min, logsnr_max)
+    logsnr_min, logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
     values = np.asarray(weighting(jnp.linspace(logsnr_min, logsnr_max, num)), dtype=np.float64)
     return bool(np.all(np.diff(values) <= rtol * np.max(np.abs(values))))

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import abc
 import math
-import numbers
 
 import numpy as np
 from scipy import special
 
-from reference import _validate
+import _checks
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -47,52 +46,6 @@ def _x_minus_log1p_series(x):
     for k in range(20, 1, -1):  # Horner on x^2 (1/2 - x/3 + x^2/4 - ...)
         series = series * (-x) + 1.0 / k
     return x * x * series
-
-
-def _check_dim(dim) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
-        raise ValueError(f"dim must be a positive integer (the length of one example), got {dim!r}; pass e.g. dim=2.")
-    return int(dim)
-
-
-def _check_last_axis(name: str, value: np.ndarray, dim: int) -> None:
-    if np.ndim(value) < 1 or np.shape(value)[-1] != dim:
-        raise ValueError(
-            f"{name} has shape {np.shape(value)} but examples have shape ({dim},); pass an "
-            f"array whose last axis has length {dim} (leading axes are batch axes)."
-        )
-
-
-def _check_mixture(weights, means, stds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate mixture parameters (shared with `eqx_impl`). **Returns:** float64 copies."""
-    weights, means, stds = _arr(weights), _arr(means), _arr(stds)
-    if weights.ndim != 1 or weights.shape[0] < 1:
-        raise ValueError(f"weights must have shape (K,) with K >= 1 components, got shape {weights.shape}.")
-    k = weights.shape[0]
-    if means.ndim != 2 or means.shape[0] != k or means.shape[1] < 1:
-        raise ValueError(
-            f"means must have shape (K, dim) = ({k}, dim) to match weights of shape ({k},), got "
-            f"shape {means.shape}; for 1-D data pass means[:, None]."
-        )
-    dim = means.shape[1]
-    if stds.shape not in ((k,), (k, dim)):
-        raise ValueError(
-            f"stds must have shape ({k},) (isotropic) or ({k}, {dim}) (diagonal) to match means of "
-            f"shape {means.shape}, got shape {stds.shape}."
-        )
-    for name, value in (("weights", weights), ("means", means), ("stds", stds)):
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"{name} must be finite, got {value!r}; remove the NaN/inf entries.")
-    if not np.all(weights > 0):
-        raise ValueError(f"weights must all be > 0, got {weights!r}; drop components with zero weight.")
-    if not np.all(stds > 0):
-        raise ValueError(f"stds must all be > 0, got {stds!r}; pass standard deviations, not 0.")
-    total = math.fsum(weights.tolist())
-    if abs(total - 1.0) > 1e-6:
-        raise ValueError(
-            f"weights must sum to 1, got sum {total!r}; normalise them first (weights / weights.sum(), in float64)."
-        )
-    return weights, means, stds
 
 
 class AbstractAnalyticData(abc.ABC):
@@ -130,8 +83,8 @@ class AbstractAnalyticData(abc.ABC):
         **Returns:** $\ell^*$, shape `broadcast(x.shape[:-1], logsnr.shape)`.
         """
         x, eps = _arr(x), _arr(eps)
-        _validate.same_shape("x", x, "eps", eps)
-        _check_last_axis("x", x, self.dim)
+        _checks.same_shape("x", x, "eps", eps)
+        _checks.last_axis("x", x, self.dim)
         alpha, sigma, _, _ = _scales(_arr(logsnr)[..., None])
         z = alpha * x + sigma * eps
         return np.sum((eps - self.eps(z, logsnr)) ** 2, axis=-1)
@@ -159,8 +112,8 @@ class GaussianData(AbstractAnalyticData):
     """
 
     def __init__(self, var: float, dim: int):
-        self.var = _validate.positive("var", var)
-        self.dim = _check_dim(dim)
+        self.var = _checks.positive("var", var)
+        self.dim = _checks.dim(dim)
 
     def _log_v(self, logsnr):
         r"""$\ln v = \ln(\alpha^2 s^2 + \sigma^2)$."""
@@ -169,7 +122,7 @@ class GaussianData(AbstractAnalyticData):
     def sample_from_noise(self, noise):
         """`noise` ~ N(0, I) of shape `(..., dim)` mapped to data. **Returns:** $s \\cdot$ `noise`."""
         noise = _arr(noise)
-        _check_last_axis("noise", noise, self.dim)
+        _checks.last_axis("noise", noise, self.dim)
         return math.sqrt(self.var) * noise
 
     def sample(self, num: int, *, rng: np.random.Generator):
@@ -179,27 +132,27 @@ class GaussianData(AbstractAnalyticData):
     def log_prob(self, x):
         r"""$\ln p(x) = -\tfrac12\big(\|x\|^2/s^2 + d\ln(2\pi s^2)\big)$. **Returns:** shape `x.shape[:-1]`."""
         x = _arr(x)
-        _check_last_axis("x", x, self.dim)
+        _checks.last_axis("x", x, self.dim)
         return -0.5 * (np.sum(x**2, axis=-1) / self.var + self.dim * (_LOG_2PI + math.log(self.var)))
 
     def log_prob_noisy(self, z, logsnr):
         r"""$\ln\mathcal N(z; 0, vI)$, $v = \alpha^2 s^2 + \sigma^2$. **Returns:** shape `broadcast(z.shape[:-1], logsnr.shape)`."""
         z = _arr(z)
-        _check_last_axis("z", z, self.dim)
+        _checks.last_axis("z", z, self.dim)
         log_v = self._log_v(_arr(logsnr))
         return -0.5 * (np.sum(z**2, axis=-1) * np.exp(-log_v) + self.dim * (_LOG_2PI + log_v))
 
     def denoise(self, z, logsnr):
         r"""$\hat x = \alpha s^2 z / v$. **Returns:** shape of `z` (broadcast with `logsnr[..., None]`)."""
         z = _arr(z)
-        _check_last_axis("z", z, self.dim)
+        _checks.last_axis("z", z, self.dim)
         lam = _arr(logsnr)[..., None]
         return np.exp(0.5 * _log_sigmoid(lam) + math.log(self.var) - self._log_v(lam)) * z
 
     def eps(self, z, logsnr):
         r"""$\hat\epsilon = \sigma z / v$. **Returns:** shape of `z` (broadcast with `logsnr[..., None]`)."""
         z = _arr(z)
-        _check_last_axis("z", z, self.dim)
+        _checks.last_axis("z", z, self.dim)
         lam = _arr(logsnr)[..., None]
         return np.exp(0.5 * _log_sigmoid(-lam) - self._log_v(lam)) * z
 
@@ -253,7 +206,7 @@ class GaussianMixture(AbstractAnalyticData):
     """
 
     def __init__(self, weights, means, stds):
-        self.weights, self.means, self.stds = _check_mixture(weights, means, stds)
+        self.weights, self.means, self.stds = _checks.mixture(weights, means, stds)
         self.num_components, self.dim = self.means.shape
         self._stds = np.broadcast_to(self.stds.reshape(self.num_components, -1), self.means.shape)
         self._log_var = 2.0 * np.log(self._stds)  # (K, dim)
@@ -261,7 +214,7 @@ class GaussianMixture(AbstractAnalyticData):
     def _components(self, z, logsnr):
         """Responsibilities `(..., K)` and $z - \\alpha\\mu_k$, $\\ln v_k$ `(..., K, dim)`."""
         z = _arr(z)
-        _check_last_axis("z", z, self.dim)
+        _checks.last_axis("z", z, self.dim)
         lam = _arr(logsnr)[..., None, None]
         alpha, _, log_a2, log_s2 = _scales(lam)
         log_v = np.logaddexp(log_a2 + self._log_var, log_s2)
@@ -278,7 +231,7 @@ class GaussianMixture(AbstractAnalyticData):
         **Returns:** samples, shape of `noise`.
         """
         u, noise = _arr(u), _arr(noise)
-        _check_last_axis("noise", noise, self.dim)
+        _checks.last_axis("noise", noise, self.dim)
         k = np.minimum(np.searchsorted(np.cumsum(self.weights), u, side="right"), self.num_components - 1)
         return self.means[k] + self._stds[k] * noise
 
@@ -289,7 +242,7 @@ class GaussianMixture(AbstractAnalyticData):
     def log_prob(self, x):
         r"""$\ln p(x) = \mathrm{logsumexp}_k\big(\ln w_k + \ln\mathcal N(x; \mu_k, s_k^2)\big)$. **Returns:** shape `x.shape[:-1]`."""
         x = _arr(x)
-        _check_last_axis("x", x, self.dim)
+        _checks.last_axis("x", x, self.dim)
         logits = np.log(self.weights) + _log_normal(x[..., None, :] - self.means, self._log_var)
         return special.logsumexp(logits, axis=-1)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference import _validate
+import _checks
 from reference.schedules import sigma_to_logsnr
 
 
@@ -47,7 +47,7 @@ def edm_precond(sigma, sigma_data: float = 0.5):
     **Returns:** `(c_skip, c_out, c_in, c_noise)`, float64 arrays shaped like `sigma`.
     """
     sigma = _sigma(sigma)
-    sd = _validate.positive("sigma_data", sigma_data)
+    sd = _checks.positive("sigma_data", sigma_data)
     norm = np.hypot(sigma, sd)  # √(σ² + σ_d²) without overflow
     return (sd / norm) ** 2, sigma * sd / norm, 1.0 / norm, 0.25 * np.log(sigma)
 
@@ -64,9 +64,9 @@ def vp_precond(sigma, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000
     **Returns:** `(c_skip, c_out, c_in, c_noise)`, float64 arrays shaped like `sigma`.
     """
     sigma = _sigma(sigma)
-    beta_d = _validate.positive("beta_d", beta_d)
-    beta_min = _validate.positive("beta_min", beta_min)
-    M = _validate.positive("M", M)
+    beta_d = _checks.positive("beta_d", beta_d)
+    beta_min = _checks.positive("beta_min", beta_min)
+    M = _checks.positive("M", M)
     g = np.log1p(sigma**2)
     t = 2.0 * g / (beta_min + np.sqrt(beta_min**2 + 2.0 * beta_d * g))
     return np.ones_like(sigma), -sigma, 1.0 / np.hypot(sigma, 1.0), (M - 1.0) * t
@@ -93,7 +93,7 @@ def edm_loss_weight(sigma, sigma_data: float = 0.5):
     **Returns:** float64 array shaped like `sigma`.
     """
     sigma = _sigma(sigma)
-    sd = _validate.positive("sigma_data", sigma_data)
+    sd = _checks.positive("sigma_data", sigma_data)
     return 1.0 / sigma**2 + 1.0 / sd**2
 
 
@@ -108,28 +108,11 @@ def edm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: f
 
     **Returns:** float64 array of shape `(n + 1,)`, strictly decreasing from `sigma_max` to 0.
     """
-    n = _steps(n)
-    sigma_min = _validate.positive("sigma_min", sigma_min)
-    sigma_max = _validate.positive("sigma_max", sigma_max)
-    rho = _validate.positive("rho", rho)
-    if not sigma_min < sigma_max:
-        raise ValueError(
-            f"edm_sigmas needs sigma_min < sigma_max, got sigma_min={sigma_min}, "
-            f"sigma_max={sigma_max}; swap them if they are reversed."
-        )
+    n, sigma_min, sigma_max, rho = _checks.edm_sigmas(n, sigma_min, sigma_max, rho)
     lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
     # (1 - r)·hi + r·lo rather than hi + r(lo - hi): both ends exact, even for rho = 1
     ramp = np.arange(n, dtype=np.float64) / (n - 1)
     return np.append(((1.0 - ramp) * hi + ramp * lo) ** rho, 0.0)
-
-
-def _steps(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
-        raise ValueError(
-            f"n must be an integer >= 2 (sigma_max and sigma_min are both sampled), got {n!r}; "
-            "for a single denoising step pass sigmas=[sigma_max, 0.0] to the sampler."
-        )
-    return int(n)
 
 
 # --- denoiser adapters: D(x_edm, σ) → x̂ -----------------------------------------------------
@@ -190,7 +173,7 @@ def denoiser_from_F(F_model, sigma_data: float = 0.5):
 
     **Returns:** `denoiser(x_edm, sigma) -> x̂`.
     """
-    sigma_data = _validate.positive("sigma_data", sigma_data)
+    sigma_data = _checks.positive("sigma_data", sigma_data)
 
     def denoiser(x_edm, sigma):
         c_skip, c_out, c_in, c_noise = edm_precond(sigma, sigma_data)

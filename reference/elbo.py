@@ -30,7 +30,7 @@ import math
 import numpy as np
 from scipy import integrate
 
-from reference import _validate
+import _checks
 from reference.losses import eps_loss, prior_kl
 from reference.weightings import is_monotonic
 
@@ -49,19 +49,10 @@ _PANEL_WIDTH = 1.0
 _BISECTION_STEPS = 64
 
 
-def check_noise_draws(x, eps) -> None:
-    """`eps` must be `(n, *x.shape)` with $n \\ge 1$ draws."""
-    if np.ndim(eps) != np.ndim(x) + 1 or np.shape(eps)[1:] != np.shape(x) or np.shape(eps)[0] < 1:
-        raise ValueError(
-            f"x has shape {np.shape(x)} but eps has shape {np.shape(eps)}; eps must hold n >= 1 "
-            f"noise draws of shape (n, *x.shape), e.g. rng.standard_normal((2, *x.shape))."
-        )
-
-
 def _mean_loss(eps_model, x, eps):
     r"""$\lambda \mapsto \bar\ell(\lambda)$, the ε-loss averaged over the fixed draws."""
     x, eps = np.asarray(x, dtype=np.float64), np.asarray(eps, dtype=np.float64)
-    check_noise_draws(x, eps)
+    _checks.noise_draws(x, eps)
 
     def loss(logsnr):
         return float(np.mean([eps_loss(eps_model, x, logsnr, e) for e in eps]))
@@ -223,21 +214,11 @@ class AugmentationDistribution:
         return self.normalizer * _half_integral(loss, float(self.schedule.logsnr_min), lam_t)
 
 
-def check_monotone(weighting, lo: float, hi: float, monotone: bool) -> None:
-    """Raise the `ValueError` that names `Monotonic` as the fix unless `monotone` (shared with eqx)."""
-    if not monotone:
-        raise ValueError(
-            f"{type(weighting).__name__} is not monotone (non-increasing in logsnr) on "
-            f"[{lo}, {hi}], so it is no noise-augmentation ELBO; wrap it as "
-            f"Monotonic(weighting, logsnr_min={lo}, logsnr_max={hi}) first."
-        )
-
-
 def augmentation_distribution(weighting, schedule):
     r"""The augmentation distribution $p_w(t)$ of a monotone (non-increasing) weighting.
 
     **Returns:** an `AugmentationDistribution`. Raises `ValueError` if `weighting` is not monotone.
     """
-    lo, hi = _validate.logsnr_range(schedule.logsnr_min, schedule.logsnr_max)
-    check_monotone(weighting, lo, hi, is_monotonic(weighting, lo, hi))
+    lo, hi = _checks.logsnr_range(schedule.logsnr_min, schedule.logsnr_max)
+    _checks.monotone(weighting, lo, hi, is_monotonic(weighting, lo, hi))
     return AugmentationDistribution(weighting, schedule)

@@ -21,17 +21,15 @@ for a piecewise-constant density).
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
 from scipy import integrate
 
-from reference import _validate
+import _checks
 
 _EPSREL = 1e-12
-ADAPTIVE_TARGETS = ("mean", "rms")
 
 
 def _quad(f: Callable, lo: float, hi: float, points: Iterable[float]) -> float:
@@ -61,7 +59,7 @@ def estimator_mean(weighting, m1, logsnr_min: float, logsnr_max: float, *, point
 
     **Returns:** $\mathcal L_w$ as a Python float.
     """
-    lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
+    lo, hi = _checks.logsnr_range(logsnr_min, logsnr_max)
     return 0.5 * _quad(lambda x: weighting(x) * m1(x), lo, hi, _break_points(weighting, points))
 
 
@@ -76,7 +74,7 @@ def estimator_variance(weighting, density, m1, m2, logsnr_min: float, logsnr_max
 
     **Returns:** the variance as a Python float.
     """
-    lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
+    lo, hi = _checks.logsnr_range(logsnr_min, logsnr_max)
     pts = _break_points(weighting, points)
     second = 0.25 * _quad(lambda x: weighting(x) ** 2 * m2(x) / density(x), lo, hi, pts)
     return second - estimator_mean(weighting, m1, lo, hi, points=points) ** 2
@@ -108,7 +106,7 @@ def optimal_proposal(weighting, m2, logsnr_min: float, logsnr_max: float, *, poi
 
     **Returns:** an `OptimalProposal`, a callable density of log-SNR.
     """
-    lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
+    lo, hi = _checks.logsnr_range(logsnr_min, logsnr_max)
     z = _quad(lambda x: weighting(x) * np.sqrt(m2(x)), lo, hi, _break_points(weighting, points))
     if not (np.isfinite(z) and z > 0):
         raise ValueError(
@@ -126,41 +124,12 @@ def optimal_variance(weighting, m1, m2, logsnr_min: float, logsnr_max: float, *,
 
     **Returns:** $\operatorname{Var}_{\min}$ as a Python float.
     """
-    lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
+    lo, hi = _checks.logsnr_range(logsnr_min, logsnr_max)
     z = _quad(lambda x: weighting(x) * np.sqrt(m2(x)), lo, hi, _break_points(weighting, points))
     return 0.25 * z**2 - estimator_mean(weighting, m1, lo, hi, points=points) ** 2
 
 
 # --- the adaptive schedule ------------------------------------------------------------------
-
-
-def check_adaptive(logsnr_min, logsnr_max, n_bins, decay, target, uniform_weight):
-    """Validate `Adaptive`'s hyperparameters (shared with `eqx_impl`, so the messages match).
-
-    **Returns:** `(logsnr_min, logsnr_max, n_bins, decay, target, uniform_weight)`, normalised.
-    """
-    lo, hi = _validate.logsnr_range(logsnr_min, logsnr_max)
-    try:
-        n = operator.index(n_bins)
-    except TypeError:
-        raise ValueError(f"n_bins must be an integer, got {n_bins!r}; the usual value is 100.") from None
-    if n < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n}; the usual value is 100.")
-    decay = _validate.finite("decay", decay)
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"decay must lie in [0, 1), got {decay!r}; it is the EMA factor per update (e.g. 0.999).")
-    if target not in ADAPTIVE_TARGETS:
-        raise ValueError(
-            f"target must be one of {ADAPTIVE_TARGETS}, got {target!r}: 'mean' tracks w*loss, "
-            "'rms' tracks (w*loss)^2 and samples its square root (variance-optimal)."
-        )
-    uniform_weight = _validate.finite("uniform_weight", uniform_weight)
-    if not 0.0 < uniform_weight <= 1.0:
-        raise ValueError(
-            f"uniform_weight must lie in (0, 1], got {uniform_weight!r}; it keeps every bin "
-            "sampled (e.g. 0.01); 1 gives the uniform proposal."
-        )
-    return lo, hi, n, decay, target, uniform_weight
 
 
 class AdaptiveState(NamedTuple):
@@ -205,7 +174,7 @@ class Adaptive:
             self.decay,
             self.target,
             self.uniform_weight,
-        ) = check_adaptive(logsnr_min, logsnr_max, n_bins, decay, target, uniform_weight)
+        ) = _checks.adaptive(logsnr_min, logsnr_max, n_bins, decay, target, uniform_weight)
         self.width = (self.logsnr_max - self.logsnr_min) / self.n_bins
         self.edges = self.logsnr_min + self.width * np.arange(self.n_bins + 1, dtype=np.float64)
         self.edges[-1] = self.logsnr_max
@@ -294,7 +263,7 @@ class Adaptive:
         """
         logsnr = np.asarray(logsnr, np.float64)
         values = np.asarray(values, np.float64)
-        _validate.same_shape("logsnr", logsnr, "values", values)
+        _checks.same_shape("logsnr", logsnr, "values", values)
         if not np.all((logsnr >= self.logsnr_min) & (logsnr <= self.logsnr_max)):
             raise ValueError(
                 f"logsnr must lie in [{self.logsnr_min}, {self.logsnr_max}]; pass the log-SNRs drawn by sample()."

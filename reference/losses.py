@@ -16,12 +16,11 @@ converts it.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 from scipy import special
 
-from reference import _validate
+import _checks
 from reference.schedules import alpha_sigma
 
 __all__ = [
@@ -39,37 +38,11 @@ __all__ = [
 # --- argument checks (shared with eqx_impl.losses, so the messages read alike) --------------
 
 
-def check_positive_int(name: str, value, minimum: int = 1, meaning: str = "") -> int:
-    """`value` as an `int` that is at least `minimum`, else a `ValueError` saying so."""
-    integral = isinstance(value, numbers.Integral | np.integer) and not isinstance(value, bool)
-    if not (integral and value >= minimum):
-        raise ValueError(f"{name} must be an integer >= {minimum}{meaning}, got {value!r}.")
-    return int(value)
-
-
-def check_num_steps(num_steps) -> int:
-    """The number of VDM steps $T \\ge 1$."""
-    return check_positive_int("num_steps", num_steps, 1, " (the number T of discrete diffusion steps)")
-
-
-def check_vocab_size(vocab_size) -> int:
-    """The number of data levels $V \\ge 2$."""
-    return check_positive_int("vocab_size", vocab_size, 2, " (the number of data levels, 256 for 8-bit images)")
-
-
-def step_out_of_range_message(step: str, num_steps: int) -> str:
-    """Error text for a step outside 1..T; `step` describes it, e.g. `"i=0"`."""
-    return (
-        f"step {step} is out of range for num_steps={num_steps}; draw i from {{1, ..., T}} "
-        f"(e.g. rng.integers(1, {num_steps} + 1))."
-    )
-
-
 def _check_step(i, num_steps: int) -> int:
     if isinstance(i, bool) or np.ndim(i) != 0 or not np.issubdtype(np.asarray(i).dtype, np.integer):
         raise ValueError(f"step i must be an integer scalar in 1..{num_steps}, got {i!r}.")
     if not 1 <= int(i) <= num_steps:
-        raise ValueError(step_out_of_range_message(f"i={int(i)}", num_steps))
+        raise ValueError(_checks.step_out_of_range_message(f"i={int(i)}", num_steps))
     return int(i)
 
 
@@ -79,7 +52,7 @@ def _scalar_logsnr(logsnr) -> np.float64:
             f"logsnr must be a scalar for one example, got shape {np.shape(logsnr)}; "
             "loop (or vmap, in eqx_impl) over a batch instead."
         )
-    return np.float64(_validate.finite("logsnr", logsnr))
+    return np.float64(_checks.finite("logsnr", logsnr))
 
 
 # --- losses --------------------------------------------------------------------------------
@@ -94,12 +67,12 @@ def eps_loss(eps_model, x, logsnr, eps):
     **Returns:** $\ell$, a float64 scalar (summed over all dimensions).
     """
     x, eps = np.asarray(x, dtype=np.float64), np.asarray(eps, dtype=np.float64)
-    _validate.same_shape("x", x, "eps", eps)
+    _checks.same_shape("x", x, "eps", eps)
     logsnr = _scalar_logsnr(logsnr)
     alpha, sigma = alpha_sigma(logsnr)
     z = alpha * x + sigma * eps
     eps_hat = np.asarray(eps_model(z, logsnr), dtype=np.float64)
-    _validate.same_shape("x", x, "eps_model(z, logsnr)", eps_hat)
+    _checks.same_shape("x", x, "eps_model(z, logsnr)", eps_hat)
     return np.sum((eps - eps_hat) ** 2)
 
 
@@ -141,7 +114,7 @@ def vdm_discrete_loss(eps_model, x, i, eps, schedule, num_steps):
 
     **Returns:** a float64 scalar.
     """
-    num_steps = check_num_steps(num_steps)
+    num_steps = _checks.num_steps(num_steps)
     i = _check_step(i, num_steps)
     logsnr_t = schedule.logsnr(1.0 - np.float64(num_steps - i) / num_steps)  # as eqx_impl: t(T) = 1
     logsnr_s = schedule.logsnr(np.float64(i - 1) / num_steps)
@@ -153,7 +126,7 @@ def levels_to_unit(x, vocab_size: int = 256):
 
     **Returns:** float64 array like `x`.
     """
-    vocab_size = check_vocab_size(vocab_size)
+    vocab_size = _checks.vocab_size(vocab_size)
     return 2.0 * (np.asarray(x, dtype=np.float64) + 0.5) / vocab_size - 1.0
 
 
@@ -209,10 +182,10 @@ def reconstruction_nll(x, logsnr_max, eps, vocab_size: int = 256):
 
     **Returns:** a float64 scalar (nats).
     """
-    vocab_size = check_vocab_size(vocab_size)
+    vocab_size = _checks.vocab_size(vocab_size)
     levels = np.asarray(x)
     eps = np.asarray(eps, dtype=np.float64)
-    _validate.same_shape("x", levels, "eps", eps)
+    _checks.same_shape("x", levels, "eps", eps)
     as_float = levels.astype(np.float64)
     if not np.all(np.isfinite(as_float) & (as_float == np.round(as_float))):
         raise ValueError("x must hold integer levels 0..vocab_size-1 (not values already mapped to [-1, 1]).")
@@ -234,6 +207,6 @@ def bits_per_dim(recon, prior, diffusion, num_dims: int):
 
     **Returns:** float64 scalar (or array, if the terms are arrays).
     """
-    num_dims = check_positive_int("num_dims", num_dims)
+    num_dims = _checks.positive_int("num_dims", num_dims)
     total = sum(np.asarray(term, dtype=np.float64) for term in (recon, prior, diffusion))
     return total / (num_dims * math.log(2.0))

@@ -15,37 +15,9 @@ import math
 import numpy as np
 from scipy import special
 
+from _checks import logsnrs as _logsnrs
+from _checks import sigmas as _sigmas
 from reference.schedules import alpha_sigma
-
-
-def _sigmas(sigmas):
-    sigmas = np.asarray(sigmas, dtype=np.float64)
-    if sigmas.ndim != 1 or sigmas.size < 2:
-        raise ValueError(
-            f"sigmas must be a 1-D array of at least 2 noise levels, got shape {sigmas.shape}; "
-            "build one with edm_sigmas(n)."
-        )
-    if not (np.all(np.isfinite(sigmas)) and np.all(sigmas >= 0) and np.all(np.diff(sigmas) < 0)):
-        raise ValueError(
-            f"sigmas must be finite, >= 0 and strictly decreasing (noisiest first), got {sigmas}; "
-            "build them with edm_sigmas(n)."
-        )
-    return sigmas
-
-
-def _logsnrs(logsnrs):
-    logsnrs = np.asarray(logsnrs, dtype=np.float64)
-    if logsnrs.ndim != 1 or logsnrs.size < 2:
-        raise ValueError(
-            f"logsnrs must be a 1-D array of at least 2 log-SNRs, got shape {logsnrs.shape}; "
-            "e.g. schedule.logsnr(np.linspace(1, 0, n + 1))."
-        )
-    if not (np.all(np.isfinite(logsnrs)) and np.all(np.diff(logsnrs) > 0)):
-        raise ValueError(
-            f"logsnrs must be finite and strictly increasing (noisiest first), got {logsnrs}; "
-            "reverse the array if it runs from least to most noise."
-        )
-    return logsnrs
 
 
 def _noise_source(noise, rng, n_steps: int, shape, who: str):

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from scipy import special
 
-from reference import _validate
+import _checks
 
 DEFAULT_LOGSNR_MIN = -20.0
 DEFAULT_LOGSNR_MAX = 20.0
@@ -113,7 +113,7 @@ class LinearLogSNR(AbstractSchedule):
     r"""VDM's fixed schedule: $\lambda(t) = \lambda_{\max} + t(\lambda_{\min} - \lambda_{\max})$, uniform $p(\lambda)$."""
 
     def __init__(self, logsnr_min: float = DEFAULT_LOGSNR_MIN, logsnr_max: float = DEFAULT_LOGSNR_MAX):
-        self.logsnr_min, self.logsnr_max = _validate.logsnr_range(logsnr_min, logsnr_max)
+        self.logsnr_min, self.logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
 
     def logsnr(self, t):
         return self.logsnr_max + _as_array(t) * (self.logsnr_min - self.logsnr_max)
@@ -143,8 +143,8 @@ class Cosine(_TwoSidedLog):
         logsnr_max: float = DEFAULT_LOGSNR_MAX,
         shift: float = 0.0,
     ):
-        self.logsnr_min, self.logsnr_max = _validate.logsnr_range(logsnr_min, logsnr_max)
-        self.shift = _validate.finite("shift", shift)
+        self.logsnr_min, self.logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
+        self.shift = _checks.finite("shift", shift)
         # With tan(u) = e^{-(λ-shift)/2}: a at λ_max, and c = π/2 - b at λ_min, both computed
         # directly so neither loses precision near π/2.
         self.a = math.atan(math.exp(-0.5 * (self.logsnr_max - self.shift)))
@@ -182,17 +182,12 @@ class CosineInterpolated(AbstractSchedule):
         shift_start: float = 0.0,
         shift_end: float = 0.0,
     ):
-        self.logsnr_min, self.logsnr_max = _validate.logsnr_range(logsnr_min, logsnr_max)
-        self.shift_start = _validate.finite("shift_start", shift_start)
-        self.shift_end = _validate.finite("shift_end", shift_end)
+        self.logsnr_min, self.logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
+        self.shift_start = _checks.finite("shift_start", shift_start)
+        self.shift_end = _checks.finite("shift_end", shift_end)
         self._start = Cosine(logsnr_min, logsnr_max, shift_start)
         self._end = Cosine(logsnr_min, logsnr_max, shift_end)
-        slope = self.dlogsnr_dt(np.linspace(0.0, 1.0, 4097))
-        if not np.all(slope < 0):
-            raise ValueError(
-                f"CosineInterpolated(shift_start={shift_start}, shift_end={shift_end}) is not "
-                "strictly decreasing in t on this range; bring the two shifts closer together."
-            )
+        _checks.interpolated_slope(self.dlogsnr_dt(np.linspace(0.0, 1.0, 4097)), shift_start, shift_end)
 
     def logsnr(self, t):
         t = _as_array(t)
@@ -226,13 +221,7 @@ class DDPMLinear(AbstractSchedule):
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-5):
-        self.beta_min = _validate.positive("beta_min", beta_min)
-        self.beta_max = _validate.positive("beta_max", beta_max)
-        if not self.beta_max > self.beta_min:
-            raise ValueError(f"DDPMLinear needs beta_max > beta_min, got beta_min={beta_min}, beta_max={beta_max}.")
-        self.t_eps = _validate.finite("t_eps", t_eps)
-        if not 0.0 < self.t_eps < 1.0:
-            raise ValueError(f"t_eps must lie in (0, 1), got {t_eps}; the usual value is 1e-5.")
+        self.beta_min, self.beta_max, self.t_eps = _checks.ddpm_linear(beta_min, beta_max, t_eps)
         self.logsnr_max = float(self.logsnr(0.0))
         self.logsnr_min = float(self.logsnr(1.0))
 
@@ -273,19 +262,15 @@ class EDMLogNormal(AbstractSchedule):
         logsnr_min: float = DEFAULT_LOGSNR_MIN,
         logsnr_max: float = DEFAULT_LOGSNR_MAX,
     ):
-        self.p_mean = _validate.finite("p_mean", p_mean)
-        self.p_std = _validate.positive("p_std", p_std)
-        self.logsnr_min, self.logsnr_max = _validate.logsnr_range(logsnr_min, logsnr_max)
+        self.p_mean = _checks.finite("p_mean", p_mean)
+        self.p_std = _checks.positive("p_std", p_std)
+        self.logsnr_min, self.logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
         self.mu, self.s = -2.0 * self.p_mean, 2.0 * self.p_std
         # Masses below λ_min and above λ_max, and the mass kept, each without cancellation.
         self.mass_below = special.ndtr((self.logsnr_min - self.mu) / self.s)
         self.mass_above = special.ndtr((self.mu - self.logsnr_max) / self.s)
-        self.mass = special.ndtr((self.logsnr_max - self.mu) / self.s) - self.mass_below
-        if not self.mass > 0:
-            raise ValueError(
-                "EDMLogNormal keeps no probability mass on "
-                f"[{self.logsnr_min}, {self.logsnr_max}]; widen the range or move p_mean."
-            )
+        mass = special.ndtr((self.logsnr_max - self.mu) / self.s) - self.mass_below
+        self.mass = _checks.kept_mass(mass, self.logsnr_min, self.logsnr_max)
 
     def logsnr(self, t):
         t = _as_array(t)
@@ -321,7 +306,7 @@ class FlowOT(_TwoSidedLog):
     """
 
     def __init__(self, logsnr_min: float = DEFAULT_LOGSNR_MIN, logsnr_max: float = DEFAULT_LOGSNR_MAX):
-        self.logsnr_min, self.logsnr_max = _validate.logsnr_range(logsnr_min, logsnr_max)
+        self.logsnr_min, self.logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
         self.shift = 0.0
         self.a = float(special.expit(-0.5 * self.logsnr_max))  # t' at λ_max
         self.c = float(special.expit(0.5 * self.logsnr_min))  # 1 - t' at λ_min

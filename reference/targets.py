@@ -16,15 +16,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
+import _checks
 from reference.schedules import alpha_sigma
 
-TARGETS = ("eps", "x", "v", "F", "u")
-
-
-def check_target(target: str) -> str:
-    if target not in TARGETS:
-        raise ValueError(f"Unknown target {target!r}; choose one of {TARGETS}.")
-    return target
+TARGETS = _checks.TARGETS
 
 
 def target_factor(target: str, logsnr, sigma_data: float = 0.5):
@@ -32,7 +27,7 @@ def target_factor(target: str, logsnr, sigma_data: float = 0.5):
 
     **Returns:** an array like `logsnr`.
     """
-    check_target(target)
+    _checks.target(target)
     logsnr = np.asarray(logsnr, dtype=np.float64)
     if target == "eps":
         return np.ones_like(logsnr)
@@ -74,7 +69,7 @@ def target_value(target: str, x, eps, logsnr, sigma_data: float = 0.5):
 
     **Returns:** an array like `x`.
     """
-    check_target(target)
+    _checks.target(target)
     x, eps = np.asarray(x, dtype=np.float64), np.asarray(eps, dtype=np.float64)
     logsnr = np.asarray(logsnr, dtype=np.float64)
     alpha, sigma = alpha_sigma(logsnr)
@@ -112,7 +107,7 @@ def eps_from_prediction(target: str, prediction, z, logsnr, sigma_data: float = 
 
     **Returns:** $\hat\epsilon$, an array like `z`.
     """
-    check_target(target)
+    _checks.target(target)
     prediction, z = np.asarray(prediction, dtype=np.float64), np.asarray(z, dtype=np.float64)
     logsnr = np.asarray(logsnr, dtype=np.float64)
     alpha, sigma = alpha_sigma(logsnr)
@@ -139,7 +134,7 @@ def prediction_from_eps(target: str, eps_hat, z, logsnr, sigma_data: float = 0.5
 
     **Returns:** the prediction, an array like `z`.
     """
-    check_target(target)
+    _checks.target(target)
     eps_hat, z = np.asarray(eps_hat, dtype=np.float64), np.asarray(z, dtype=np.float64)
     logsnr = np.asarray(logsnr, dtype=np.float64)
     alpha, sigma = alpha_sigma(logsnr)

@@ -18,9 +18,9 @@ from collections.abc import Callable
 import numpy as np
 from scipy import optimize, special
 
-from reference import _validate
+import _checks
 from reference.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN, AbstractSchedule
-from reference.targets import check_target, target_factor
+from reference.targets import target_factor
 
 
 def _arr(x):
@@ -75,9 +75,9 @@ class EDM(AbstractWeighting):
     r"""EDM's implied weighting: $w(\lambda) = \mathcal N(\lambda; -2P_{\mathrm{mean}}, (2P_{\mathrm{std}})^2)\,(e^{-\lambda} + \sigma_d^2)/\sigma_d^2$."""
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, sigma_data: float = 0.5):
-        self.p_mean = _validate.finite("p_mean", p_mean)
-        self.p_std = _validate.positive("p_std", p_std)
-        self.sigma_data = _validate.positive("sigma_data", sigma_data)
+        self.p_mean = _checks.finite("p_mean", p_mean)
+        self.p_std = _checks.positive("p_std", p_std)
+        self.sigma_data = _checks.positive("sigma_data", sigma_data)
 
     def _log(self, logsnr):
         mu, s = -2.0 * self.p_mean, 2.0 * self.p_std
@@ -99,7 +99,7 @@ class Exponential(AbstractWeighting):
     """$w(\\lambda) = e^{-\\mathrm{rate}\\,\\lambda}$: v-prediction + cosine, and flow matching (OT) at rate ½."""
 
     def __init__(self, rate: float = 0.5):
-        self.rate = _validate.finite("rate", rate)
+        self.rate = _checks.finite("rate", rate)
 
     def __call__(self, logsnr):
         return np.exp(-self.rate * _arr(logsnr))
@@ -124,7 +124,7 @@ class MinSNR(AbstractWeighting):
     r"""Min-SNR-$\gamma$ with the cosine schedule: $w(\lambda) = \mathrm{sech}(\lambda/2)\min(1, \gamma e^{-\lambda})$."""
 
     def __init__(self, gamma: float = 5.0):
-        self.gamma = _validate.positive("gamma", gamma)
+        self.gamma = _checks.positive("gamma", gamma)
         self.kinks = (math.log(self.gamma),)
 
     def __call__(self, logsnr):
@@ -142,7 +142,7 @@ class Sigmoid(AbstractWeighting):
     """$w(\\lambda) = \\mathrm{sigmoid}(-\\lambda + b)$: the monotone weighting Kingma & Gao propose ($b = 2$)."""
 
     def __init__(self, bias: float = 2.0):
-        self.bias = _validate.finite("bias", bias)
+        self.bias = _checks.finite("bias", bias)
 
     def __call__(self, logsnr):
         return special.expit(self.bias - _arr(logsnr))
@@ -157,7 +157,7 @@ class Shifted(AbstractWeighting):
 
     def __init__(self, weighting: AbstractWeighting, shift: float):
         self.weighting = weighting
-        self.shift = _validate.finite("shift", shift)
+        self.shift = _checks.finite("shift", shift)
         self.kinks = tuple(k + self.shift for k in weighting.kinks)
 
     def __call__(self, logsnr):
@@ -184,7 +184,7 @@ class Monotonic(AbstractWeighting):
         grid_size: int = 4001,
     ):
         self.weighting = weighting
-        self.logsnr_min, self.logsnr_max = _validate.logsnr_range(logsnr_min, logsnr_max)
+        self.logsnr_min, self.logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
         grid = np.linspace(self.logsnr_min, self.logsnr_max, grid_size)
         values = weighting(grid)
         is_peak = (values[1:-1] > values[:-2]) & (values[1:-1] >= values[2:])
@@ -230,9 +230,9 @@ class Implied(AbstractWeighting):
         sigma_data: float = 0.5,
     ):
         self.schedule = schedule
-        self.target = check_target(target)
+        self.target = _checks.target(target)
         self.target_weight = target_weight
-        self.sigma_data = _validate.positive("sigma_data", sigma_data)
+        self.sigma_data = _checks.positive("sigma_data", sigma_data)
 
     def __call__(self, logsnr):
         logsnr = _arr(logsnr)
@@ -252,6 +252,6 @@ def is_monotonic(
 
     **Returns:** `True` when no step rises by more than `rtol` times the largest value.
     """
-    logsnr_min, logsnr_max = _validate.logsnr_range(logsnr_min, logsnr_max)
+    logsnr_min, logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
     values = weighting(np.linspace(logsnr_min, logsnr_max, num))
     return bool(np.all(np.diff(values) <= rtol * np.max(np.abs(values))))

@@ -8,10 +8,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from eqx_impl import _validate
+import _checks
 from eqx_impl._typing import Array, Data, Float, PRNGKeyArray, ScalarLike
 from eqx_impl.targets import _edm_denominator, eps_from_prediction
-from reference.targets import check_target
 
 __all__ = ["EpsModel"]
 
@@ -47,8 +46,8 @@ class EpsModel(eqx.Module):
         normalize_input: bool | None = None,
     ):
         self.net = net
-        self.target = check_target(target)
-        self.sigma_data = _validate.positive("sigma_data", sigma_data)
+        self.target = _checks.target(target)
+        self.sigma_data = _checks.positive("sigma_data", sigma_data)
         self.normalize_input = (target == "F") if normalize_input is None else bool(normalize_input)
 
     def __call__(self, z: Data, logsnr: ScalarLike, *, key: PRNGKeyArray | None = None) -> Float[Array, "*dims"]:

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from reference.targets import TARGETS
+from _checks import TARGETS
 
 __all__ = [
     "Config",
