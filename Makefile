@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run verify test equivalence bench experiments docs docs-serve docs-figures clean
+.PHONY: run verify test equivalence bench experiments docs docs-check docs-serve docs-figures clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,16 +38,31 @@ experiments: $(BIN)/.installed
 	$(BIN)/python -m experiments.render
 
 # Documentation (mkdocs-material + mkdocstrings): `make docs` builds site/ and fails on any
-# warning (broken link, anchor or API reference); `make docs-serve` previews it live.
+# warning (broken link, anchor or API reference); `make docs-check` then loads every page in
+# headless Chromium (Debian's `chromium`) and fails on what a reader would see wrong
+# (scripts/check_site/check_site.mjs); `make docs-serve` previews it live. MathJax, served
+# from the site itself, and playwright-core come from the npm registry, at the versions
+# pinned in scripts/check_site/package-lock.json, into $(DOCS_JS).
+DOCS_JS := $(VENV)/docs-js
+
 $(BIN)/.docs-installed: $(BIN)/.installed pyproject.toml
 	$(BIN)/pip install -q -e ".[docs]"
 	touch $@
 
-docs: $(BIN)/.docs-installed
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+$(DOCS_JS)/.installed: scripts/check_site/package.json scripts/check_site/package-lock.json
+	mkdir -p $(DOCS_JS)
+	cp scripts/check_site/package.json scripts/check_site/package-lock.json $(DOCS_JS)/
+	cd $(DOCS_JS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
-docs-serve: $(BIN)/.docs-installed
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+docs: $(BIN)/.docs-installed $(DOCS_JS)/.installed
+	NO_MKDOCS_2_WARNING=1 DOCS_JS_DIR=$(DOCS_JS) $(BIN)/mkdocs build --strict
+
+docs-check: docs
+	DOCS_JS_DIR=$(DOCS_JS) node scripts/check_site/check_site.mjs site
+
+docs-serve: $(BIN)/.docs-installed $(DOCS_JS)/.installed
+	NO_MKDOCS_2_WARNING=1 DOCS_JS_DIR=$(DOCS_JS) $(BIN)/mkdocs serve
 
 docs-figures: $(BIN)/.installed
 	$(BIN)/python scripts/make_figures.py

@@ -214,7 +214,9 @@ def test_figure_script_draws_every_committed_figure(tmp_path):
 
 
 @pytest.mark.skipif(
-    shutil.which("mkdocs", path=str(Path(sys.executable).parent)) is None, reason="mkdocs not installed (make docs)"
+    shutil.which("mkdocs", path=str(Path(sys.executable).parent)) is None
+    or not (ROOT / ".venv" / "docs-js" / "node_modules" / "mathjax").is_dir(),
+    reason="mkdocs or MathJax not installed (make docs)",
 )
 def test_mkdocs_build_strict(tmp_path):
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent))

@@ -1,5 +1,5 @@
-// MathJax for pymdownx.arithmatex (generic mode): render \( \) and \[ \] spans, also after
-// mkdocs-material's instant navigation swaps the page.
+// MathJax for pymdownx.arithmatex (generic mode): render \( \) and \[ \] spans. The script
+// itself (assets/mathjax/tex-mml-chtml.js) is served from the site, with its fonts.
 window.MathJax = {
   tex: {
     inlineMath: [["\\(", "\\)"]],
@@ -13,11 +13,21 @@ window.MathJax = {
   },
 };
 
+// MathJax typesets the first page when it starts. mkdocs-material's document$ emits that
+// page too, and again after each instant-navigation swap (if that feature is turned on):
+// typeset only the later ones, once MathJax has started.
 if (typeof document$ !== "undefined") {
+  let first = true;
   document$.subscribe(() => {
-    MathJax.startup.output.clearCache();
-    MathJax.typesetClear();
-    MathJax.texReset();
-    MathJax.typesetPromise();
+    if (first) {
+      first = false;
+      return;
+    }
+    MathJax.startup.promise.then(() => {
+      MathJax.startup.output.clearCache();
+      MathJax.typesetClear();
+      MathJax.texReset();
+      return MathJax.typesetPromise();
+    });
   });
 }
