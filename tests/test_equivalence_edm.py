@@ -10,6 +10,8 @@ their outputs are differences of terms of size |x_edm| and σ|model|, so the abs
 tolerance scales with those terms.
 """
 
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -138,13 +140,35 @@ def test_equivalence_denoiser_from_F(x64, sigma, shape, seed, sigma_data):
     _check_adapter("denoiser_from_F", x64, sigma, shape, seed, sigma_data=sigma_data)
 
 
-def test_equivalence_denoiser_from_F_is_a_pytree_module():
-    """The eqx adapters are Modules: the wrapped model's arrays are leaves (filter_jit-able)."""
-    import equinox as eqx
+class _Scale(eqx.Module):
+    """$F(u, c) = w \\odot u$: a model whose one array leaf is the weight $w$."""
 
-    weights = jnp.ones(3)
-    D = E.denoiser_from_F(lambda inp, c: weights * inp, sigma_data=0.5)
-    leaves = eqx.filter(D, eqx.is_array)
-    assert isinstance(D, eqx.Module) and leaves is not None
+    w: jax.Array
+
+    def __call__(self, inp, c_noise):
+        return self.w * inp
+
+
+@X64
+@given(sigma=st.floats(-5.0, 5.0).map(np.exp), sigma_data=sigma_datas, seed=st.integers(0, 2**16))
+def test_equivalence_denoiser_from_F_is_a_pytree_module(x64, sigma, sigma_data, seed):
+    """The eqx adapter is a Module holding the model's arrays as leaves, so `eqx.filter_grad`
+    reaches them: for $F = w \\odot u$, $\\partial \\sum D/\\partial w = c_{out} c_{in} x$ with the
+    reference's coefficients."""
+    with precision(x64) as (dtype, rtol):
+        rng = np.random.default_rng(seed)
+        x_j, x_r = same(rng.normal(size=4), dtype)
+        w_j, w_r = same(rng.normal(size=4), dtype)
+        s_j, s_r = same(sigma, dtype)
+        D = E.denoiser_from_F(_Scale(w_j), sigma_data=sigma_data)
+        (leaf,) = jax.tree_util.tree_leaves(eqx.filter(D, eqx.is_array))
+        assert leaf is D.F_model.w
+        grad = eqx.filter_grad(lambda d: jnp.sum(d(x_j, s_j)))(D).F_model.w
+        c_skip, c_out, c_in, _ = R.edm_precond(float(s_r), sigma_data)
+        close(grad, c_out * c_in * x_r, 4 * rtol)
+        close(D(x_j, s_j), c_skip * x_r + c_out * w_r * c_in * x_r, 4 * rtol, atol=4 * rtol * (np.abs(x_r) + 1.0))
+
+
+def test_equivalence_denoiser_from_F_rejects_bad_sigma_data():
     with pytest.raises(ValueError, match="sigma_data must be > 0"):
         E.denoiser_from_F(lambda inp, c: inp, sigma_data=-1.0)

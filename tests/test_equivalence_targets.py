@@ -57,7 +57,14 @@ def _check_linear(eqx_fn, ref_fn, target, a, b, lam, sigma_data, x64):
 
 
 def test_equivalence_TARGETS():
+    """One name table, and both packages' conversions reject a name outside it alike."""
     assert E.TARGETS == R.TARGETS == ("eps", "x", "v", "F", "u")
+    message = r"Unknown target 'epsilon'; choose one of \('eps', 'x', 'v', 'F', 'u'\)"
+    for pkg in (E, R):
+        with pytest.raises(ValueError, match=message):
+            pkg.target_factor("epsilon", 0.0)
+        with pytest.raises(ValueError, match=message):
+            pkg.target_value("epsilon", 1.0, 1.0, 0.0)
 
 
 @X64
