@@ -45,6 +45,7 @@ from eqx_impl.losses import (
     weighted_loss,
 )
 from eqx_impl.models import MLP, EpsModel, UNet, count_params
+from eqx_impl.ode_likelihood import dequantize, ode_bits_per_dim, ode_likelihood
 from eqx_impl.samplers import ancestral_sampler, ddim_sampler, euler_sampler, heun_sampler
 from eqx_impl.schedules import (
     AbstractSchedule,

@@ -42,6 +42,7 @@ from reference.losses import (
     vdm_discrete_loss,
     weighted_loss,
 )
+from reference.ode_likelihood import dequantize, ode_bits_per_dim, ode_likelihood
 from reference.samplers import ancestral_sampler, ddim_sampler, euler_sampler, heun_sampler
 from reference.schedules import (
     AbstractSchedule,
