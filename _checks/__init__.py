@@ -138,6 +138,12 @@ def noise_draws(x, eps) -> None:
         )
 
 
+def monotone_rtol(dtype) -> float:
+    """`is_monotonic`'s default tolerance for values of `dtype`: a rise below `rtol * max|w|` is
+    rounding noise. **Returns:** 1e-10 for float64, 1e-6 for float32 or narrower."""
+    return 1e-10 if np.dtype(dtype).itemsize >= 8 else 1e-6
+
+
 def monotone(weighting, lo: float, hi: float, is_monotone: bool) -> None:
     """Raise the `ValueError` that names `Monotonic` as the fix unless `is_monotone`."""
     if not is_monotone:
@@ -202,6 +208,10 @@ def edm_sigmas(n, sigma_min: float, sigma_max: float, rho: float) -> tuple[int, 
             f"sigma_max={sigma_max}; swap them if they are reversed."
         )
     return int(n), sigma_min, sigma_max, rho
+
+
+# The one table of the samplers `eqx_impl.evaluation.generate` runs (config, CLI, benchmarks).
+SAMPLERS = ("heun", "euler", "stochastic", "dpm_2", "dpmpp_2m", "dpmpp_2m_sde", "ancestral", "ddim")
 
 
 def sigmas(values) -> np.ndarray:

@@ -98,9 +98,9 @@ class OptimalProposal(eqx.Module):
 
     weighting: Callable
     m2: Callable
-    normalizer: Float[Array, ""]
     logsnr_min: float = eqx.field(static=True)
     logsnr_max: float = eqx.field(static=True)
+    normalizer: Float[Array, ""]
 
     @property
     def kinks(self) -> tuple[float, ...]:
@@ -119,7 +119,7 @@ def optimal_proposal(weighting, m2, logsnr_min: float, logsnr_max: float, *, poi
     """
     lo, hi = _checks.logsnr_range(logsnr_min, logsnr_max)
     z = _integrate(lambda x: weighting(x) * jnp.sqrt(m2(x)), lo, hi, _break_points(weighting, points))
-    return OptimalProposal(weighting, m2, z, lo, hi)
+    return OptimalProposal(weighting, m2, lo, hi, z)
 
 
 def optimal_variance(weighting, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> Array:

@@ -180,8 +180,9 @@ class CosineInterpolated(AbstractSchedule):
         end = Cosine(self.logsnr_min, self.logsnr_max, self.shift_end)
         return (1.0 - t) * start.logsnr(t) + t * end.logsnr(t)
 
-    def inverse(self, logsnr) -> Array:
-        return bisect_inverse(self.logsnr, logsnr)
+    def inverse(self, logsnr, iterations: int = 60) -> Array:
+        """$t(\\lambda)$ by `iterations` bisection steps and one Newton step (`bisect_inverse`)."""
+        return bisect_inverse(self.logsnr, logsnr, iterations)
 
 
 class DDPMLinear(AbstractSchedule):

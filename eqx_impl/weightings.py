@@ -220,13 +220,17 @@ def is_monotonic(
     logsnr_min: float = DEFAULT_LOGSNR_MIN,
     logsnr_max: float = DEFAULT_LOGSNR_MAX,
     num: int = 10001,
-    rtol: float = 1e-6,
+    rtol: float | None = None,
 ) -> bool:
     """Whether `weighting` is non-increasing on a grid (a check run eagerly, not under `jit`).
 
-    `rtol` defaults looser than the reference's 1e-10 because values are float32.
+    `rtol=None` allows rounding noise of the values' dtype: 1e-6 in float32, 1e-10 in float64
+    (as the reference).
+
     **Returns:** a Python `bool`.
     """
     logsnr_min, logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
-    values = np.asarray(weighting(jnp.linspace(logsnr_min, logsnr_max, num)), dtype=np.float64)
+    values = np.asarray(weighting(jnp.linspace(logsnr_min, logsnr_max, num)))
+    rtol = _checks.monotone_rtol(values.dtype) if rtol is None else rtol
+    values = values.astype(np.float64)
     return bool(np.all(np.diff(values) <= rtol * np.max(np.abs(values))))

@@ -246,12 +246,15 @@ def is_monotonic(
     logsnr_min: float = DEFAULT_LOGSNR_MIN,
     logsnr_max: float = DEFAULT_LOGSNR_MAX,
     num: int = 10001,
-    rtol: float = 1e-10,
+    rtol: float | None = None,
 ) -> bool:
     """Whether `weighting` is non-increasing in λ on a `num`-point grid of `[logsnr_min, logsnr_max]`.
+
+    `rtol=None` allows rounding noise of the values' dtype: 1e-10 in float64 (here), 1e-6 in float32.
 
     **Returns:** `True` when no step rises by more than `rtol` times the largest value.
     """
     logsnr_min, logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
-    values = weighting(np.linspace(logsnr_min, logsnr_max, num))
+    values = np.asarray(weighting(np.linspace(logsnr_min, logsnr_max, num)))
+    rtol = _checks.monotone_rtol(values.dtype) if rtol is None else rtol
     return bool(np.all(np.diff(values) <= rtol * np.max(np.abs(values))))
