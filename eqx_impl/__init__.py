@@ -46,7 +46,15 @@ from eqx_impl.losses import (
 )
 from eqx_impl.models import MLP, EpsModel, UNet, count_params
 from eqx_impl.ode_likelihood import dequantize, ode_bits_per_dim, ode_likelihood
-from eqx_impl.samplers import ancestral_sampler, ddim_sampler, euler_sampler, heun_sampler
+from eqx_impl.samplers import (
+    ancestral_sampler,
+    ddim_sampler,
+    dpm_2_sampler,
+    dpmpp_2m_sampler,
+    dpmpp_2m_sde_sampler,
+    euler_sampler,
+    heun_sampler,
+)
 from eqx_impl.schedules import (
     AbstractSchedule,
     Cosine,

@@ -90,7 +90,10 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_run_args(p)
     p.add_argument("--num", type=int, help="number of samples (default: eval.num_samples)")
-    p.add_argument("--sampler", help="heun, euler, stochastic, ancestral or ddim (default: eval.sampler)")
+    p.add_argument(
+        "--sampler",
+        help="heun, euler, stochastic, dpm_2, dpmpp_2m, dpmpp_2m_sde, ancestral or ddim (default: eval.sampler)",
+    )
     p.add_argument("--steps", type=int, help="sampling steps (default: eval.sampling_steps)")
     p.add_argument("--seed", type=int, help="sampling seed (default: eval.seed)")
     p.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples.png)")

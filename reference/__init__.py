@@ -43,7 +43,15 @@ from reference.losses import (
     weighted_loss,
 )
 from reference.ode_likelihood import dequantize, ode_bits_per_dim, ode_likelihood
-from reference.samplers import ancestral_sampler, ddim_sampler, euler_sampler, heun_sampler
+from reference.samplers import (
+    ancestral_sampler,
+    ddim_sampler,
+    dpm_2_sampler,
+    dpmpp_2m_sampler,
+    dpmpp_2m_sde_sampler,
+    euler_sampler,
+    heun_sampler,
+)
 from reference.schedules import (
     AbstractSchedule,
     Cosine,

@@ -57,6 +57,9 @@ heun_jit = eqx.filter_jit(E.heun_sampler)
 euler_jit = eqx.filter_jit(E.euler_sampler)
 ancestral_jit = eqx.filter_jit(E.ancestral_sampler)
 ddim_jit = eqx.filter_jit(E.ddim_sampler)
+dpm_2_jit = eqx.filter_jit(E.dpm_2_sampler)
+dpmpp_2m_jit = eqx.filter_jit(E.dpmpp_2m_sampler)
+dpmpp_2m_sde_jit = eqx.filter_jit(E.dpmpp_2m_sde_sampler)
 
 PARAMS = init_params(math.prod(SHAPE), seed=4)
 _EPS_MODELS = {}
@@ -179,6 +182,74 @@ def test_equivalence_euler_sampler(x64, problem):
         (s_j, s_r), (x_j, x_r) = same(sigmas, dtype), same(x, dtype)
         tol, atol = _edm_tolerance(x_r, s_r, rtol)
         close(euler_jit(gmm_jnp, x_j, s_j), R.euler_sampler(gmm_np, x_r, s_r), tol, atol=atol)
+
+
+# --- DPM-Solver family: the same problems and tolerances as Heun ---------------------------------
+#
+# DPM-Solver-2 makes the same 2N − 1 calls as Heun, with the midpoint σ_mid = √(σ_i σ_{i+1})
+# between σ_i and σ_{i+1}: the amplification bound of `_edm_tolerance` covers it. The 2M
+# samplers make N calls; their x-coefficient σ_{i+1}/σ_i (times e^{−ηh} ≤ 1) never amplifies.
+
+
+@X64
+@given(problem=edm_problems())
+def test_equivalence_dpm_2_sampler(x64, problem):
+    sigmas, x, _ = problem
+    with precision(x64) as (dtype, rtol):
+        (s_j, s_r), (x_j, x_r) = same(sigmas, dtype), same(x, dtype)
+        tol, atol = _edm_tolerance(x_r, s_r, rtol)
+        close(dpm_2_jit(gmm_jnp, x_j, s_j), R.dpm_2_sampler(gmm_np, x_r, s_r), tol, atol=atol)
+
+
+@X64
+@given(problem=edm_problems())
+def test_equivalence_dpmpp_2m_sampler(x64, problem):
+    sigmas, x, _ = problem
+    with precision(x64) as (dtype, rtol):
+        (s_j, s_r), (x_j, x_r) = same(sigmas, dtype), same(x, dtype)
+        tol, atol = _edm_tolerance(x_r, s_r, rtol)
+        close(dpmpp_2m_jit(gmm_jnp, x_j, s_j), R.dpmpp_2m_sampler(gmm_np, x_r, s_r), tol, atol=atol)
+
+
+@X64
+@given(problem=edm_problems(), eta=st.floats(0.1, 2.0), s_noise=st.floats(0.0, 1.1))
+def test_equivalence_dpmpp_2m_sde_sampler(x64, problem, eta, s_noise):
+    """Explicit noise; η and S_noise go in as (traced) arrays on the eqx side."""
+    sigmas, x, noise = problem
+    with precision(x64) as (dtype, rtol):
+        (s_j, s_r), (x_j, x_r), (n_j, n_r) = (same(v, dtype) for v in (sigmas, x, noise))
+        (e_j, e_r), (sn_j, sn_r) = same(eta, dtype), same(s_noise, dtype)
+        out_e = dpmpp_2m_sde_jit(gmm_jnp, x_j, s_j, eta=e_j, S_noise=sn_j, noise=n_j)
+        out_r = R.dpmpp_2m_sde_sampler(gmm_np, x_r, s_r, eta=float(e_r), S_noise=float(sn_r), noise=n_r)
+        tol, atol = _edm_tolerance(x_r, s_r, rtol)
+        close(out_e, out_r, tol, atol=atol)
+
+
+@given(problem=edm_problems(), seed=st.integers(0, 2**31 - 1))
+def test_equivalence_dpmpp_2m_sde_sampler_key(problem, seed):
+    """`key=k` draws exactly `jax.random.normal(k, (N, *x.shape))` (float32 only, as for Heun)."""
+    sigmas, x, _ = problem
+    with precision(False) as (dtype, rtol):
+        (s_j, s_r), (x_j, x_r) = same(sigmas, dtype), same(x, dtype)
+        key = jax.random.key(seed)
+        noise = np.asarray(jax.random.normal(key, (N_STEPS, *SHAPE), dtype), dtype=np.float64)
+        out_e = dpmpp_2m_sde_jit(gmm_jnp, x_j, s_j, eta=jnp.asarray(1.0, dtype), key=key)
+        tol, atol = _edm_tolerance(x_r, s_r, rtol)
+        close(out_e, R.dpmpp_2m_sde_sampler(gmm_np, x_r, s_r, noise=noise), tol, atol=atol)
+
+
+@X64
+def test_equivalence_dpm_samplers_traced_sigmas(x64):
+    """With traced σ (one jit for any levels) the last step is chosen by `lax.cond`: same values."""
+    rng = np.random.default_rng(3)
+    x = 80.0 * rng.standard_normal(SHAPE)
+    with precision(x64) as (dtype, rtol):
+        for sigmas in (R.edm_sigmas(N_STEPS), R.edm_sigmas(N_STEPS + 1)[:-1]):
+            (s_j, s_r), (x_j, x_r) = same(sigmas, dtype), same(x, dtype)
+            tol, atol = _edm_tolerance(x_r, s_r, rtol)
+            for eqx_fn, ref_fn in ((E.dpm_2_sampler, R.dpm_2_sampler), (E.dpmpp_2m_sampler, R.dpmpp_2m_sampler)):
+                out_e = jax.jit(lambda x, s, f=eqx_fn: f(gmm_jnp, x, s))(x_j, s_j)
+                close(out_e, ref_fn(gmm_np, x_r, s_r), tol, atol=atol)
 
 
 # --- VP samplers -----------------------------------------------------------------------------

@@ -12,6 +12,9 @@ data with that standard deviation.
 | `"heun"` | EDM Alg. 1 (deterministic 2nd order) on `edm_sigmas(steps)` | $2N-1$ |
 | `"euler"` | Euler steps of the probability-flow ODE | $N$ |
 | `"stochastic"` | EDM Alg. 2 (Heun with churn `S_churn`, `S_min`, `S_max`, `S_noise`) | $2N-1$ |
+| `"dpm_2"` | DPM-Solver-2 (midpoint in $\ln\sigma$, 2nd order) | $2N-1$ |
+| `"dpmpp_2m"` | DPM-Solver++(2M) (multistep, 2nd order) | $N$ |
+| `"dpmpp_2m_sde"` | DPM-Solver++(2M) SDE ($\eta = 1$, `S_noise` 1) | $N$ |
 | `"ancestral"` | VDM/DDPM ancestral steps, then $\hat x(z;\lambda_{\mathrm{last}})$ | $N+1$ |
 | `"ddim"` | deterministic DDIM, then $\hat x(z;\lambda_{\mathrm{last}})$ | $N+1$ |
 
@@ -20,6 +23,16 @@ levels $\lambda_i = -2\ln\sigma_i$ of `edm_sigmas(steps + 1)` without the final 
 discretisation as the EDM samplers), or, with `schedule`, $\lambda_i = \lambda(1 - i/N)$.
 The last step returns the denoised $\hat x = (z - \sigma\hat\epsilon)/\alpha$, so every sampler
 returns data-space samples (in $[-1, 1]$ for images, up to the model's error).
+
+Two ways to run the steps, the same arithmetic and noise either way: `unroll=False` puts the
+whole sampler in one jitted `lax.scan` (best for small models such as MLPs: one dispatch);
+`unroll=True` compiles one step of the sampler once per batch shape and calls it $N$ times
+from Python, with the noise levels as traced arguments. XLA:CPU runs convolutions tens of
+times slower inside `lax.scan`/`lax.cond` bodies (jax#12868), so for a U-Net this is what
+keeps sampling fast, and unlike unrolling the loop inside one program its compile time does
+not grow with `steps`; the compiled step is reused by every later call in the process with
+the same batch shape, whatever `steps`, `sigma_min`, `sigma_max` or `key`
+(`benchmarks/sampler_compile.py` measures both).
 """
 
 from __future__ import annotations
@@ -32,17 +45,19 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
+from _checks import SAMPLERS  # the one table of sampler names
+from eqx_impl import samplers
 from eqx_impl._typing import Array, Float, PRNGKeyArray
 from eqx_impl.data.dataset import unit_to_levels
 from eqx_impl.edm import denoiser_from_eps, edm_sigmas
 from eqx_impl.evaluation.estimate import check_batch_size, map_batches
-from eqx_impl.samplers import ancestral_sampler, ddim_sampler, euler_sampler, heun_sampler
 from eqx_impl.schedules import AbstractSchedule, alpha_sigma, sigma_to_logsnr
 
 __all__ = ["SAMPLERS", "generate", "sampler_steps", "to_levels"]
 
-SAMPLERS = ("heun", "euler", "stochastic", "ancestral", "ddim")
-_EDM_SAMPLERS = ("heun", "euler", "stochastic")
+_EDM_SAMPLERS = ("heun", "euler", "stochastic", "dpm_2", "dpmpp_2m", "dpmpp_2m_sde")
+_MULTISTEP = ("dpmpp_2m", "dpmpp_2m_sde")
+_STOCHASTIC = ("stochastic", "dpmpp_2m_sde", "ancestral")
 
 
 def sampler_steps(
@@ -86,46 +101,136 @@ def _check_sampler(sampler: str) -> None:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
 
 
+def _start(key, shape, sampler, levels, sigma_data):
+    """Example `key`'s starting point (EDM or VP coordinates) and its sampler-noise key."""
+    key_init, key_noise = jax.random.split(key)
+    xi = jax.random.normal(key_init, shape, levels.dtype)
+    if sampler in _EDM_SAMPLERS:
+        return jnp.sqrt(levels[0] ** 2 + sigma_data**2) * xi, key_noise
+    alpha0, sigma0 = alpha_sigma(levels[0])
+    # x_edm = √(σ_edm² + σ_d²) ξ with σ_edm = σ₀/α₀, then z = α₀ x_edm
+    return jnp.sqrt(sigma0**2 + (alpha0 * sigma_data) ** 2) * xi, key_noise
+
+
+def _denoise_vp(eps_model, z, logsnr):
+    alpha, sigma = alpha_sigma(logsnr)
+    return (z - sigma * eps_model(z, logsnr)) / alpha
+
+
+def _churn(sampler, churn, n_steps, dtype):
+    """Traced settings of the stochastic samplers: Heun's churn, or the SDE's (η, S_noise) = (1, 1)."""
+    if sampler == "stochastic":
+        return samplers.heun_churn(*churn, n_steps, dtype)
+    if sampler == "dpmpp_2m_sde":
+        return jnp.ones((), dtype), jnp.ones((), dtype)
+    return None
+
+
 @eqx.filter_jit
-def _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn, unroll):
-    # `levels` is a static tuple: concrete steps let the Heun sampler decide its final Euler
-    # step outside the loop, and `unroll` keeps convolutions out of `lax.scan` on XLA:CPU.
+def _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn):
+    # One program: the samplers' own `lax.scan`. `levels` is a static tuple, so the Heun and
+    # DPM samplers decide their final step (to σ = 0) outside the loop.
     levels = jnp.asarray(levels, dtype=jnp.result_type(float))
+    n = levels.shape[0] - 1
+    settings = _churn(sampler, churn, n, levels.dtype)
 
     def one(key):
-        key_init, key_noise = jax.random.split(key)
-        dtype = levels.dtype
-        xi = jax.random.normal(key_init, shape, dtype)
-        if sampler in _EDM_SAMPLERS:
-            x = jnp.sqrt(levels[0] ** 2 + sigma_data**2) * xi
-            denoiser = denoiser_from_eps(eps_model)
-            if sampler == "euler":
-                return euler_sampler(denoiser, x, levels, unroll=unroll)
-            if sampler == "heun":
-                return heun_sampler(denoiser, x, levels, unroll=unroll)
+        x, key_noise = _start(key, shape, sampler, levels, sigma_data)
+        denoiser = denoiser_from_eps(eps_model)
+        if sampler == "euler":
+            return samplers.euler_sampler(denoiser, x, levels)
+        if sampler == "heun":
+            return samplers.heun_sampler(denoiser, x, levels)
+        if sampler == "stochastic":
             S_churn, S_min, S_max, S_noise = churn
-            return heun_sampler(
-                denoiser,
-                x,
-                levels,
-                S_churn=S_churn,
-                S_min=S_min,
-                S_max=S_max,
-                S_noise=S_noise,
-                key=key_noise,
-                unroll=unroll,
+            return samplers.heun_sampler(
+                denoiser, x, levels, S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise, key=key_noise
             )
-        alpha0, sigma0 = alpha_sigma(levels[0])
-        # x_edm = √(σ_edm² + σ_d²) ξ with σ_edm = σ₀/α₀, then z = α₀ x_edm
-        z = jnp.sqrt(sigma0**2 + (alpha0 * sigma_data) ** 2) * xi
+        if sampler == "dpm_2":
+            return samplers.dpm_2_sampler(denoiser, x, levels)
+        if sampler == "dpmpp_2m":
+            return samplers.dpmpp_2m_sampler(denoiser, x, levels)
+        if sampler == "dpmpp_2m_sde":
+            return samplers.dpmpp_2m_sde_sampler(
+                denoiser, x, levels, eta=settings[0], S_noise=settings[1], key=key_noise
+            )
         if sampler == "ancestral":
-            z = ancestral_sampler(eps_model, z, levels, key=key_noise, unroll=unroll)
+            z = samplers.ancestral_sampler(eps_model, x, levels, key=key_noise)
         else:
-            z = ddim_sampler(eps_model, z, levels, unroll=unroll)
-        alpha, sigma = alpha_sigma(levels[-1])
-        return (z - sigma * eps_model(z, levels[-1])) / alpha
+            z = samplers.ddim_sampler(eps_model, x, levels)
+        return _denoise_vp(eps_model, z, levels[-1])
 
     return jax.vmap(one)(keys)
+
+
+# --- one compiled step, looped in Python ----------------------------------------------------
+
+
+@eqx.filter_jit
+def _start_batch(keys, level0, n_noise, shape, sampler, sigma_data):
+    """Starting points and the per-step noise `(B, n_noise, *shape)` (None for deterministic
+    samplers): exactly what the samplers draw from the same keys. Only the first level is
+    passed, so a new number of steps recompiles nothing for a deterministic sampler."""
+
+    def one(key):
+        x, key_noise = _start(key, shape, sampler, level0[None], sigma_data)
+        noise = jax.random.normal(key_noise, (n_noise, *shape), x.dtype) if n_noise else None
+        return x, noise
+
+    x, noise = jax.vmap(one)(keys)
+    return (jax.vmap(samplers.dpmpp_2m_init)(x) if sampler in _MULTISTEP else x), noise
+
+
+@eqx.filter_jit
+def _step_batch(eps_model, carry, level, level_next, xi, settings, sampler, last):
+    """Step $i$ for the whole batch: `level`, `level_next` and `settings` are traced, so one
+    compile serves every step and every noise-level schedule; `last` (a step to σ = 0) is static."""
+    denoiser = denoiser_from_eps(eps_model)
+
+    def one(carry, xi):
+        if sampler == "euler":
+            return samplers.euler_step(denoiser, carry, level, level_next)
+        if sampler in ("heun", "stochastic"):
+            return samplers.heun_step(denoiser, carry, level, level_next, correct=not last, churn=settings, xi=xi)
+        if sampler == "dpm_2":
+            return samplers.dpm_2_step(denoiser, carry, level, level_next, midpoint=not last)
+        if sampler == "dpmpp_2m":
+            return samplers.dpmpp_2m_step(denoiser, carry, level, level_next, final=last)
+        if sampler == "dpmpp_2m_sde":
+            eta, S_noise = settings
+            return samplers.dpmpp_2m_step(
+                denoiser, carry, level, level_next, final=last, eta=eta, S_noise=S_noise, xi=xi
+            )
+        if sampler == "ancestral":
+            return samplers.ancestral_step(eps_model, carry, level, level_next, xi)
+        return samplers.ddim_step(eps_model, carry, level, level_next)
+
+    return jax.vmap(one)(carry, xi)
+
+
+@eqx.filter_jit
+def _finish_batch(eps_model, carry, level, sampler):
+    if sampler in _MULTISTEP:
+        return carry[0]
+    if sampler in _EDM_SAMPLERS:
+        return carry
+    return jax.vmap(lambda z: _denoise_vp(eps_model, z, level))(carry)
+
+
+def _stepped_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn):
+    """`_sample_batch` with the step loop in Python around one compiled step."""
+    dtype = jnp.result_type(float)
+    values = np.asarray(levels, dtype=np.float64)
+    n = values.size - 1
+    levels = jnp.asarray(values, dtype)
+    n_noise = n if sampler in _STOCHASTIC else 0
+    carry, noise = _start_batch(keys, levels[0], n_noise, shape, sampler, sigma_data)
+    settings = _churn(sampler, churn, n, dtype)
+    for i in range(n):
+        last = sampler in _EDM_SAMPLERS and i == n - 1 and values[-1] == 0.0
+        xi = None if noise is None else noise[:, i]
+        carry = _step_batch(eps_model, carry, levels[i], levels[i + 1], xi, settings, sampler, bool(last))
+    return _finish_batch(eps_model, carry, levels[-1], sampler)
 
 
 def generate(
@@ -156,9 +261,10 @@ def generate(
     by `"stochastic"` only; the defaults are EDM's ImageNet values). The VP samplers use the
     same levels as log-SNRs unless `schedule` gives them (`schedule.logsnr(1 - i/N)`).
     Batches of `batch_size` run through one `eqx.filter_jit`-ed, vmapped function; sample
-    $i$ depends only on `key` and $i$, not on `batch_size`. `unroll=True` unrolls the
-    sampler loop: use it for convolutional models on the CPU, where XLA runs convolutions
-    inside loops many times slower (a longer compile buys a much faster run).
+    $i$ depends only on `key` and $i$, not on `batch_size`. `unroll=True` keeps the model out
+    of XLA loops: one step compiled once per batch shape, called $N$ times (see the module
+    docstring; use it for convolutional models); `unroll=False` runs the sampler's
+    `lax.scan` in one program. Both give the same samples up to float rounding.
 
     **Returns:** a float32 NumPy array `(num, *shape)` in model (data) space.
     """
@@ -177,9 +283,10 @@ def generate(
     keys = jax.random.split(key, int(num))
 
     levels = tuple(float(v) for v in np.asarray(levels))
+    sample_batch = _stepped_batch if unroll else _sample_batch
 
     def run(keys, _index):
-        return _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn, unroll)
+        return sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn)
 
     return map_batches(run, (keys,), batch_size=batch_size, progress=progress, desc=sampler)
 

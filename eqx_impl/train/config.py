@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from _checks import TARGETS
+from _checks import SAMPLERS, TARGETS
 
 __all__ = [
     "Config",
@@ -138,7 +138,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     """After training (and in `evaluate`/`sample`): `num_samples` samples with `sampler`
-    (`heun`, `euler`, `stochastic`, `ancestral`, `ddim`) in `sampling_steps` steps, and the
+    (`heun`, `euler`, `stochastic`, `dpm_2`, `dpmpp_2m`, `dpmpp_2m_sde`, `ancestral`, `ddim`)
+    in `sampling_steps` steps, and the
     `metrics` (`bpd`, `fd`, `gmm_nll`, `bayes_gap`, `sliced_wasserstein`, `mmd`). `unroll`
     unrolls the sampler's loop (`null`: for a `unet`, whose convolutions XLA:CPU runs many
     times slower inside a loop)."""
@@ -168,7 +169,6 @@ class Config:
 
 
 METRICS = ("bpd", "fd", "gmm_nll", "bayes_gap", "sliced_wasserstein", "mmd")
-SAMPLERS = ("heun", "euler", "stochastic", "ancestral", "ddim")
 LR_DECAYS = ("constant", "cosine")
 NONFINITE_POLICIES = ("skip", "stop")
 PRECISIONS = ("auto", "float32", "tf32", "bfloat16")  # eqx_impl.models.precision.PRECISIONS
