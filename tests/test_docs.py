@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib
+import importlib.util
 import io
 import re
 import runpy
@@ -228,3 +229,89 @@ def test_mkdocs_build_strict(tmp_path):
         env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- what the site shows a reader (the browser check is `make docs-check`) -----------------
+
+HOOKS = DOCS / "hooks"
+
+
+def _hook(name: str):
+    spec = importlib.util.spec_from_file_location(f"docs_hook_{name}", HOOKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PLACEHOLDERS = re.compile(r"to be filled|not yet recorded|not yet tested|\bTODO\b|\bTBD\b|\bFIXME\b", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_pages_have_no_placeholders_and_cite_no_spec(page):
+    """A page states results; the specification is not part of the site (the contract page is)."""
+    text = page.read_text()
+    assert not PLACEHOLDERS.findall(text), f"{page.name}: placeholder text {PLACEHOLDERS.findall(text)}"
+    assert "SPEC" not in text, f"{page.name} cites SPEC: link docs/contract.md or a theory page instead"
+
+
+def test_spec_citations_in_docstrings_become_links():
+    hook = _hook("griffe_contract")
+    assert hook.link_sections("(Kingma & Gao 2023, §4; SPEC §8)") == (
+        "(Kingma & Gao 2023, §4; see [analytic test distributions][theory-analytic])"
+    )
+    assert hook.link_sections("terms (SPEC §4, §5)") == (
+        "terms (see [the ELBO theorems][theory-integration-by-parts], [importance sampling][theory-importance-sampling])"
+    )
+    ranged = hook.link_sections("every formula of SPEC §1–§3")
+    assert (
+        ranged
+        == "every formula of [noise schedules][theory-schedules], [weightings][theory-weightings], [losses][theory-vdm]"
+    )
+    # every anchor the links use is defined in a page
+    anchors = set()
+    for page in PAGES:
+        text = page.read_text()
+        anchors |= set(re.findall(r"\[\]\(\)\{#([\w-]+)\}", text)) | set(re.findall(r"\{#([\w-]+)\}\s*$", text, re.M))
+    assert {anchor for _, anchor in hook.SECTIONS.values()} <= anchors
+
+
+def test_cited_tests_link_to_their_definitions():
+    """Each citation links to the chunk of the source page that starts at the test's `def`."""
+    hook = _hook("source_links")
+    path = "tests/test_docs.py"
+    text = (ROOT / path).read_text()
+    chunks = {name: (first, code) for name, first, code in hook._chunks(text)}
+    first, code = chunks["test_cited_tests_exist"]
+    assert text.splitlines()[first - 1].startswith("def test_cited_tests_exist")
+    assert code.splitlines()[0].startswith("def test_cited_tests_exist")
+    assert hook._anchors(text)["test_cited_tests_exist"] == "test_cited_tests_exist"
+    # each chunk is the file's own lines from its first line on, so the numbering is right
+    lines = text.splitlines()
+    for start, chunk in chunks.values():
+        assert chunk.splitlines() == lines[start - 1 : start - 1 + len(chunk.splitlines())]
+    linked = hook._link_outside_code_blocks(
+        "see `tests/test_docs.py::test_cited_tests_exist`\n```\n`tests/test_docs.py`\n```\n",
+        lambda m: f"[{m.group(0)}](link)",
+    )
+    assert linked == "see [`tests/test_docs.py::test_cited_tests_exist`](link)\n```\n`tests/test_docs.py`\n```\n"
+
+
+def test_api_pages_show_constructor_signatures():
+    """eqx Modules get the signature Python checks calls against; private bases are hidden."""
+    import inspect
+
+    import griffe
+
+    import eqx_impl
+
+    hook = _hook("griffe_signatures")
+    package = griffe.load(
+        "eqx_impl.schedules", search_paths=[str(ROOT)], extensions=griffe.load_extensions(hook.ConstructorSignatures)
+    )
+    cosine = package["Cosine"]
+    params = [p for p in cosine.members["__init__"].parameters if p.name != "self"]
+    expected = inspect.signature(eqx_impl.Cosine).parameters
+    assert [p.name for p in params] == list(expected) == ["logsnr_min", "logsnr_max", "shift"]
+    assert [p.default for p in params] == [repr(v.default) for v in expected.values()]
+    assert all(str(p.annotation) == "float" for p in params)
+    assert [str(b) for b in cosine.bases] == ["AbstractSchedule"]
