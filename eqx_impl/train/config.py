@@ -140,9 +140,11 @@ class EvalConfig:
     """After training (and in `evaluate`/`sample`): `num_samples` samples with `sampler`
     (`heun`, `euler`, `stochastic`, `dpm_2`, `dpmpp_2m`, `dpmpp_2m_sde`, `ancestral`, `ddim`)
     in `sampling_steps` steps, and the
-    `metrics` (`bpd`, `fd`, `gmm_nll`, `bayes_gap`, `sliced_wasserstein`, `mmd`). `unroll`
+    `metrics` (`bpd`, `fd`, `gmm_nll`, `bayes_gap`, `sliced_wasserstein`, `mmd`, `nll_ode`). `unroll`
     unrolls the sampler's loop (`null`: for a `unet`, whose convolutions XLA:CPU runs many
-    times slower inside a loop)."""
+    times slower inside a loop). `nll_ode` (probability-flow ODE likelihood) integrates with RK4
+    in `ode_steps` steps; `ode_probes`: Hutchinson probes per example (`null`: the exact
+    divergence for data of at most 32 dimensions, one probe otherwise)."""
 
     num_samples: int = 64
     sampler: str = "heun"
@@ -151,6 +153,8 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=list)
     bpd_examples: int | None = None
     bpd_num_t: int = 4
+    ode_steps: int = 64
+    ode_probes: int | None = None
     batch_size: int = 256
     seed: int = 0
 
@@ -168,7 +172,7 @@ class Config:
         check_values(self)
 
 
-METRICS = ("bpd", "fd", "gmm_nll", "bayes_gap", "sliced_wasserstein", "mmd")
+METRICS = ("bpd", "fd", "gmm_nll", "bayes_gap", "sliced_wasserstein", "mmd", "nll_ode")
 LR_DECAYS = ("constant", "cosine")
 NONFINITE_POLICIES = ("skip", "stop")
 PRECISIONS = ("auto", "float32", "tf32", "bfloat16")  # eqx_impl.models.precision.PRECISIONS
@@ -341,6 +345,9 @@ def check_values(config: Config) -> None:
     be = e.bpd_examples
     _require(be is None or be >= 1, "eval.bpd_examples", be, "an integer >= 1 or null")
     _require(e.bpd_num_t >= 1, "eval.bpd_num_t", e.bpd_num_t, "an integer >= 1")
+    _require(e.ode_steps >= 1, "eval.ode_steps", e.ode_steps, "an integer >= 1")
+    op = e.ode_probes
+    _require(op is None or op >= 1, "eval.ode_probes", op, "an integer >= 1 or null (auto)")
     _require(e.batch_size >= 1, "eval.batch_size", e.batch_size, "an integer >= 1")
     _require(e.seed >= 0, "eval.seed", e.seed, "an integer >= 0")
 

@@ -10,6 +10,7 @@ Metrics (`eval.metrics`):
 | `gmm_nll` | exact NLL of the samples (and of the test set) under the true mixture | gmm |
 | `bayes_gap` | weighted loss of the model minus the Bayes-optimal one | gmm |
 | `sliced_wasserstein`, `mmd` | two-sample distances, samples vs test set | any |
+| `nll_ode` | probability-flow ODE likelihood in bits/dim on the test split (`ode_nll`; levels dequantised uniformly), $\sigma \in [e^{-\lambda_{\max}/2}, e^{-\lambda_{\min}/2}]$ | any |
 
 The bound uses the training interval $[\lambda_{\min}, \lambda_{\max}]$ with the learned schedule
 when there is one, else `Cosine(λ_min, λ_max)` (an importance distribution only: any
@@ -28,6 +29,7 @@ import numpy as np
 
 from eqx_impl import evaluation as ev
 from eqx_impl.data import Dataset
+from eqx_impl.evaluation.ode_likelihood import ode_nll
 from eqx_impl.models.precision import Precision
 from eqx_impl.schedules import AbstractSchedule, Cosine
 from eqx_impl.train.config import Config
@@ -136,6 +138,7 @@ def _evaluate_model(config, dataset, model, weighting, proposal, proposal_state,
     model = eqx.nn.inference_mode(model)
     key = jax.random.key(e.seed)
     k_bpd, k_gap, k_sw = jax.random.split(jax.random.fold_in(key, 1), 3)
+    k_ode = jax.random.fold_in(key, 2)
     needs_samples = {"fd", "gmm_nll", "sliced_wasserstein", "mmd"}
     if samples is None and needs_samples & set(metrics):
         samples = draw_samples(config, model, dataset.shape, progress=progress)
@@ -188,6 +191,21 @@ def _evaluate_model(config, dataset, model, weighting, proposal, proposal_state,
                 results["mmd2"] = ev.mmd2(x, y)
             else:
                 results["sliced_wasserstein"] = ev.sliced_wasserstein(x, y, key=k_sw)
+        elif name == "nll_ode":
+            data = dataset.test if dataset.is_discrete else test
+            nll = ode_nll(
+                model,
+                data if e.bpd_examples is None else data[: e.bpd_examples],
+                key=k_ode,
+                sigma_min=math.exp(-0.5 * config.objective.logsnr_max),
+                sigma_max=math.exp(-0.5 * config.objective.logsnr_min),
+                num_levels=dataset.num_levels,
+                num_steps=e.ode_steps,
+                num_probes=e.ode_probes,
+                batch_size=e.batch_size,
+                progress=progress,
+            )
+            results.update(nll.to_dict())
         else:
             raise ValueError(f"unknown metric {name!r}")
     return results
