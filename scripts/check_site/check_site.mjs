@@ -16,7 +16,7 @@
 // SITE_DIR defaults to site; PAGEs (e.g. theory/weightings/) limit the check to those pages.
 // The site is served from 127.0.0.1 on a free port. CHROMIUM overrides the browser
 // (default /usr/bin/chromium); DOCS_JS_DIR, where `npm ci` put playwright-core
-// (default .venv/docs-js). Prints one line per page and exits 1 if any page fails.
+// (default .venv/docs-js); CHECK_SITE_WIDTH, the window's width in px (default 1280). Prints one line per page and exits 1 if any page fails.
 
 import { createReadStream, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { createServer } from "node:http";
@@ -27,7 +27,7 @@ import path from "node:path";
 const root = path.resolve(process.argv[2] ?? "site");
 const jsDir = path.resolve(process.env.DOCS_JS_DIR ?? ".venv/docs-js");
 const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const VIEWPORT = { width: 1280, height: 900 };
+const VIEWPORT = { width: Number(process.env.CHECK_SITE_WIDTH ?? 1280), height: 900 }; // a laptop window
 // A figure shown at less than this fraction of its pixel width must open at full size.
 const MIN_FIGURE_SCALE = 0.6;
 const PLACEHOLDERS = [/to be filled/i, /not yet recorded/i, /not yet tested/i, /\bTODO\b/, /\bTBD\b/, /\bFIXME\b/, /lorem ipsum/i];
