@@ -38,12 +38,30 @@ PACKAGES = ("reference", "eqx_impl")
 # --- public names and API pages ------------------------------------------------------------
 
 
+def _init_imports(package: str) -> list[ast.ImportFrom]:
+    """The `from … import …` statements of `package/__init__.py`, those under
+    `if TYPE_CHECKING:` included (the form of lazy re-exports)."""
+    tree = ast.parse((ROOT / package / "__init__.py").read_text())
+    nodes = []
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            nodes += [n for n in node.body if isinstance(n, ast.ImportFrom)]
+        elif isinstance(node, ast.ImportFrom):
+            nodes.append(node)
+    return [n for n in nodes if n.module]
+
+
+def _is_reexport(package: str, module: str) -> bool:
+    """A public module of the package itself (not `typing`, not a helper such as `eqx_impl._lazy`)."""
+    parts = module.split(".")
+    return parts[0] == package and not any(p.startswith("_") for p in parts[1:])
+
+
 def public_names(package: str) -> dict[str, str]:
     """`{name: module it is imported from}` for the public names of `package/__init__.py`."""
-    tree = ast.parse((ROOT / package / "__init__.py").read_text())
     names = {}
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module:
+    for node in _init_imports(package):
+        if _is_reexport(package, node.module):
             for alias in node.names:
                 name = alias.asname or alias.name
                 if not name.startswith("_"):
@@ -106,10 +124,19 @@ def test_public_names_are_all_imported_in_init(package):
     """A name defined in `__init__.py` itself would escape the check above."""
     module = importlib.import_module(package)
     imported = set(public_names(package))
+    helpers = {
+        alias.asname or alias.name
+        for node in _init_imports(package)
+        if not _is_reexport(package, node.module)
+        for alias in node.names
+    }
+    exported = set(getattr(module, "__all__", ())) | set(vars(module))
     stray = sorted(
         name
-        for name, value in vars(module).items()
-        if not name.startswith("_") and not isinstance(value, type(sys)) and name not in imported
+        for name in exported
+        if not name.startswith("_")
+        and not isinstance(getattr(module, name, None), type(sys))
+        and name not in imported | helpers
     )
     assert not stray, f"{package} has public names not imported from a module, so not checked: {stray}"
 
