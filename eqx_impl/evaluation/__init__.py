@@ -3,6 +3,8 @@ two-sample metrics, exact GMM metrics and the Fréchet classifier distance.
 
 from eqx_impl import evaluation as ev
 nll = ev.dataset_bpd(model, dataset, key=key, schedule=schedule)      # nll.bpd.mean
+ode = ev.ode_nll(model, dataset.test, key=key, sigma_min=0.002, sigma_max=80.0,
+                 num_levels=dataset.num_levels)                          # ode.bpd.mean
 x = ev.generate(model, 64, dataset.shape, key=key, sampler="heun")
 ev.save_grid(x, "samples.png", num_levels=dataset.num_levels)
 clf = ev.load_classifier()                                              # cached
@@ -38,14 +40,17 @@ from eqx_impl.evaluation.metrics import (
     permutation_test,
     sliced_wasserstein,
 )
+from eqx_impl.evaluation.ode_likelihood import EXACT_MAX_DIM, ODENegativeLogLikelihood, ode_nll
 
 __all__ = [
+    "EXACT_MAX_DIM",
     "SAMPLERS",
     "BayesGap",
     "Classifier",
     "ClassifierConfig",
     "Estimate",
     "NegativeELBO",
+    "ODENegativeLogLikelihood",
     "PermutationTest",
     "bayes_gap",
     "classifier_accuracy",
@@ -65,6 +70,7 @@ __all__ = [
     "mmd2",
     "negative_elbo",
     "negative_elbo_terms",
+    "ode_nll",
     "permutation_test",
     "sampler_steps",
     "save_grid",
