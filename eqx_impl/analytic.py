@@ -14,8 +14,6 @@ respect to them flow (e.g. to fit a mixture). They are validated in `__check_ini
 concrete; under tracing only their shapes can be checked.
 """
 
-from __future__ import annotations
-
 import abc
 import functools
 import math
@@ -25,18 +23,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from equinox import AbstractVar
 from jax import lax
 from jaxtyping import Float
 
 import _checks
+from eqx_impl._floats import as_float
 from eqx_impl._typing import Array, LogSNR, PRNGKeyArray
 
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _float_array(x) -> Array:
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
 
 
 def _logsnr_like(logsnr, z: Array) -> Array:
@@ -55,8 +50,7 @@ def _x_minus_log1p_series(x: Array) -> Array:
 class AbstractAnalyticData(eqx.Module):
     r"""Data with exact $p(z_\lambda)$ and Bayes-optimal $\hat\epsilon(z;\lambda) = \mathbb E[\epsilon \mid z_\lambda = z]$."""
 
-    # Subclasses provide `dim` (a static field or a property); it is not declared here
-    # because a field declared on the base would come first in the constructor's arguments.
+    dim: AbstractVar[int]  # the length of one example (a static field or a property)
 
     @abc.abstractmethod
     def sample(self, num: int, *, key: PRNGKeyArray) -> Array:
@@ -155,23 +149,23 @@ class GaussianData(AbstractAnalyticData):
 
     def loss_mean(self, logsnr: LogSNR) -> Array:
         r"""$\mathbb E\,\ell^* = d\cdot\mathrm{sigmoid}(\lambda + \ln s^2)$. **Returns:** shape of `logsnr`."""
-        return self.dim * jax.nn.sigmoid(_float_array(logsnr) + math.log(self.var))
+        return self.dim * jax.nn.sigmoid(as_float(logsnr) + math.log(self.var))
 
     def loss_second_moment(self, logsnr: LogSNR) -> Array:
         r"""$\mathbb E\,\ell^{*2} = v_\ell^2(d^2 + 2d)$, $v_\ell = \mathrm{sigmoid}(\lambda + \ln s^2)$. **Returns:** shape of `logsnr`."""
-        v = jax.nn.sigmoid(_float_array(logsnr) + math.log(self.var))
+        v = jax.nn.sigmoid(as_float(logsnr) + math.log(self.var))
         return v**2 * (self.dim**2 + 2 * self.dim)
 
     def mutual_information(self, logsnr: LogSNR) -> Array:
         r"""$I(x; z_\lambda) = \tfrac d2\,\mathrm{softplus}(\lambda + \ln s^2)$. **Returns:** shape of `logsnr`."""
-        return 0.5 * self.dim * jax.nn.softplus(_float_array(logsnr) + math.log(self.var))
+        return 0.5 * self.dim * jax.nn.softplus(as_float(logsnr) + math.log(self.var))
 
     def marginal_prior_kl(self, logsnr: LogSNR) -> Array:
         r"""$\mathrm{KL}(\mathcal N(0, vI)\,\|\,\mathcal N(0, I)) = \tfrac d2(u - \ln(1+u))$, $u = v - 1 = \mathrm{sigmoid}(\lambda)(s^2-1)$.
 
         **Returns:** shape of `logsnr`.
         """
-        lam = _float_array(logsnr)
+        lam = as_float(logsnr)
         u = jax.nn.sigmoid(lam) * (self.var - 1.0)
         # ln v by log1p unless v <= 1/2 (1 + u cancels); the series where u - ln v cancels.
         log_v = jnp.where(u > -0.5, jnp.log1p(jnp.maximum(u, -0.5)), self._log_v(lam))
@@ -197,9 +191,9 @@ class GaussianMixture(AbstractAnalyticData):
     stored once (`_stored`): both keep XLA:CPU's generated loops vectorised along the batch.
     """
 
-    weights: Float[Array, " K"] = eqx.field(converter=_float_array)
-    means: Float[Array, "K dim"] = eqx.field(converter=_float_array)
-    stds: Float[Array, " K"] | Float[Array, "K dim"] = eqx.field(converter=_float_array)
+    weights: Float[Array, " K"] = eqx.field(converter=as_float)
+    means: Float[Array, "K dim"] = eqx.field(converter=as_float)
+    stds: Float[Array, " K"] | Float[Array, "K dim"] = eqx.field(converter=as_float)
 
     def __check_init__(self):
         leaves = (self.weights, self.means, self.stds)

@@ -16,17 +16,12 @@ import equinox as eqx
 import jax.numpy as jnp
 
 import _checks
+from eqx_impl._floats import as_float
 from eqx_impl._typing import Array, ArrayLike, Data, Float, Scalar, ScalarLike
 from eqx_impl.schedules import sigma_to_logsnr
 
 Sigma = Float[ArrayLike, "*shape"]
 Coefficients = tuple[Float[Array, "*shape"], Float[Array, "*shape"], Float[Array, "*shape"], Float[Array, "*shape"]]
-
-
-def _float_array(x) -> Array:
-    """`x` as a JAX array, keeping a floating dtype and giving Python numbers the default one."""
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(float)
 
 
 # --- preconditioning (EDM Table 1) ---------------------------------------------------------
@@ -42,7 +37,7 @@ def edm_precond(sigma: Sigma, sigma_data: float = 0.5) -> Coefficients:
 
     **Returns:** `(c_skip, c_out, c_in, c_noise)`, arrays shaped like `sigma`.
     """
-    sigma = _float_array(sigma)
+    sigma = as_float(sigma)
     sd = _checks.positive("sigma_data", sigma_data)
     norm = jnp.hypot(sigma, sd)  # √(σ² + σ_d²) without overflow
     return (sd / norm) ** 2, sigma * sd / norm, 1.0 / norm, 0.25 * jnp.log(sigma)
@@ -57,7 +52,7 @@ def vp_precond(sigma: Sigma, beta_d: float = 19.9, beta_min: float = 0.1, M: int
 
     **Returns:** `(c_skip, c_out, c_in, c_noise)`, arrays shaped like `sigma`.
     """
-    sigma = _float_array(sigma)
+    sigma = as_float(sigma)
     beta_d = _checks.positive("beta_d", beta_d)
     beta_min = _checks.positive("beta_min", beta_min)
     M = _checks.positive("M", M)
@@ -72,7 +67,7 @@ def ve_precond(sigma: Sigma) -> Coefficients:
 
     **Returns:** `(c_skip, c_out, c_in, c_noise)`, arrays shaped like `sigma`.
     """
-    sigma = _float_array(sigma)
+    sigma = as_float(sigma)
     return jnp.ones_like(sigma), sigma, jnp.ones_like(sigma), jnp.log(0.5 * sigma)
 
 
@@ -81,7 +76,7 @@ def edm_loss_weight(sigma: Sigma, sigma_data: float = 0.5) -> Float[Array, "*sha
 
     **Returns:** array shaped like `sigma`.
     """
-    sigma = _float_array(sigma)
+    sigma = as_float(sigma)
     sd = _checks.positive("sigma_data", sigma_data)
     return 1.0 / sigma**2 + 1.0 / sd**2
 

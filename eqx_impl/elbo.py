@@ -28,9 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import _checks
+from eqx_impl._floats import as_float
 from eqx_impl._typing import Array, ArrayLike, Float, Scalar
 from eqx_impl.losses import Example, eps_loss, prior_kl
-from eqx_impl.schedules import AbstractSchedule, _float
+from eqx_impl.schedules import AbstractSchedule
 from eqx_impl.weightings import AbstractWeighting, is_monotonic
 
 __all__ = [
@@ -97,7 +98,7 @@ def truncated_kl(eps_model, x: Example, t: Float[ArrayLike, ""], schedule: Abstr
 
     **Returns:** a scalar in the dtype of `x`.
     """
-    x = _float(x)
+    x = as_float(x)
     lam_min, _ = _logsnr_range(schedule, x.dtype)
     lam_t = schedule.logsnr(jnp.asarray(t).astype(x.dtype))
     return _half_integral(_mean_loss(eps_model, x, eps), lam_min, lam_t) + prior_kl(x, lam_min)
@@ -110,7 +111,7 @@ def weighted_loss_integral(
 
     **Returns:** a scalar in the dtype of `x`.
     """
-    x = _float(x)
+    x = as_float(x)
     nodes, weights = _rule(*_panels(*_logsnr_range(schedule, x.dtype), weighting.kinks))
     loss = _mean_loss(eps_model, x, eps)
     return 0.5 * jnp.sum(weights * weighting(nodes) * loss(nodes))
@@ -126,7 +127,7 @@ def ibp_rhs(eps_model, x: Example, weighting: AbstractWeighting, schedule: Abstr
 
     **Returns:** a scalar in the dtype of `x`.
     """
-    x = _float(x)
+    x = as_float(x)
     lam_min, lam_max = _logsnr_range(schedule, x.dtype)
     loss = _mean_loss(eps_model, x, eps)
     kl = prior_kl(x, lam_min)
@@ -168,13 +169,13 @@ class AugmentationDistribution(eqx.Module):
 
     def density(self, t: Float[ArrayLike, "*shape"]) -> Array:
         r"""$p_w(t) = w'(\lambda_t)\,\lambda'(t)/Z$ on $(0, 1]$. **Returns:** an array like `t`."""
-        t = _float(t)
+        t = as_float(t)
         slope = self.weighting.derivative(self.schedule.logsnr(t)) * self.schedule.dlogsnr_dt(t)
         return slope / self.normalizer.astype(t.dtype)
 
     def cdf(self, t: Float[ArrayLike, "*shape"]) -> Array:
         r"""$F(t) = w(\lambda_t)/Z$ for $t \in [0,1]$. **Returns:** an array like `t`."""
-        t = jnp.clip(_float(t), 0.0, 1.0)
+        t = jnp.clip(as_float(t), 0.0, 1.0)
         return self.weighting(self.schedule.logsnr(t)) / self.normalizer.astype(t.dtype)
 
     def sample(self, u: Float[ArrayLike, "*shape"]) -> Array:
@@ -184,7 +185,7 @@ class AugmentationDistribution(eqx.Module):
 
         **Returns:** an array like `u`.
         """
-        u = _float(u)
+        u = as_float(u)
         lam_min, lam_max = _logsnr_range(self.schedule, u.dtype)
         level = u * self.normalizer.astype(u.dtype)
 
@@ -206,7 +207,7 @@ class AugmentationDistribution(eqx.Module):
 
         **Returns:** a scalar in the dtype of `x`.
         """
-        x = _float(x)
+        x = as_float(x)
         lam_min, _ = _logsnr_range(self.schedule, x.dtype)
         lam_t = self.schedule.logsnr(self.sample(jnp.asarray(u).astype(x.dtype)))
         diffusion = _half_integral(_mean_loss(eps_model, x, eps), lam_min, lam_t)

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 
 import _checks
+from eqx_impl._floats import as_float
 from eqx_impl._typing import Array, PRNGKeyArray
-from eqx_impl.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN, AbstractSchedule, _float, bisect_inverse
+from eqx_impl.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN, AbstractSchedule, bisect_inverse
 
 
 class Learned(AbstractSchedule):
@@ -55,7 +56,7 @@ class Learned(AbstractSchedule):
 
     def gamma_unnormalised(self, t) -> Array:
         """The raw monotone network $\\gamma(t)$ (elementwise in `t`)."""
-        t = _float(t)
+        t = as_float(t)
         linear = jnp.abs(self.l1_weight) * t + self.l1_bias
         hidden = 2.0 * (jax.nn.sigmoid(jnp.abs(self.l2_weight) * t[..., None] + self.l2_bias) - 0.5)
         return linear + hidden @ jnp.abs(self.l3_weight)

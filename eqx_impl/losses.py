@@ -18,8 +18,9 @@ import jax.numpy as jnp
 from jaxtyping import Shaped
 
 import _checks
+from eqx_impl._floats import as_float
 from eqx_impl._typing import Array, ArrayLike, Float, Int, Scalar
-from eqx_impl.schedules import AbstractSchedule, _float, alpha_sigma
+from eqx_impl.schedules import AbstractSchedule, alpha_sigma
 from eqx_impl.weightings import AbstractWeighting
 
 # Inputs stay ArrayLike with independent shapes so that a mismatch reaches the checks below,
@@ -54,7 +55,7 @@ def eps_loss(eps_model, x: Example, logsnr: Float[ArrayLike, ""], eps: Example) 
 
     **Returns:** the scalar ε-loss (summed over all dimensions), in the dtype of `x`.
     """
-    x = _float(x)
+    x = as_float(x)
     eps = jnp.asarray(eps)
     _checks.same_shape("x", x, "eps", eps)
     eps = eps.astype(x.dtype)
@@ -80,7 +81,7 @@ def weighted_loss(
 
     **Returns:** a scalar in the dtype of `x`.
     """
-    x = _float(x)
+    x = as_float(x)
     logsnr = _scalar(logsnr, x.dtype)
     density = _scalar(density, x.dtype)
     return 0.5 * weighting(logsnr) / density * eps_loss(eps_model, x, logsnr, eps)
@@ -93,7 +94,7 @@ def vdm_continuous_loss(
 
     **Returns:** a scalar in the dtype of `x`.
     """
-    x = _float(x)
+    x = as_float(x)
     t = _scalar(t, x.dtype)
     slope = schedule.dlogsnr_dt(t)
     return 0.5 * -slope * eps_loss(eps_model, x, schedule.logsnr(t), eps)
@@ -115,7 +116,7 @@ def vdm_discrete_loss(
     **Returns:** a scalar in the dtype of `x`.
     """
     num_steps = _checks.num_steps(num_steps)
-    x = _float(x)
+    x = as_float(x)
     i = jnp.asarray(i)
     if i.ndim != 0 or not jnp.issubdtype(i.dtype, jnp.integer):
         raise ValueError(f"step i must be an integer scalar in 1..{num_steps}, got {i!r}.")
@@ -138,7 +139,7 @@ def levels_to_unit(x: ArrayLike, vocab_size: int = 256) -> Array:
     **Returns:** a floating array like `x` (the default float dtype for integer `x`).
     """
     vocab_size = _checks.vocab_size(vocab_size)
-    return 2.0 * (_float(x) + 0.5) / vocab_size - 1.0
+    return 2.0 * (as_float(x) + 0.5) / vocab_size - 1.0
 
 
 # The series of `prior_gap` runs for alpha^2 <= 1/4; its first omitted term, (1/4)^26/26 < 1e-16,
@@ -154,7 +155,7 @@ def prior_gap(logsnr: Float[ArrayLike, "*shape"]) -> Array:
 
     **Returns:** an array like `logsnr`.
     """
-    logsnr = _float(logsnr)
+    logsnr = as_float(logsnr)
     a = jax.nn.sigmoid(logsnr)
     small = jnp.minimum(a, SERIES_MAX_ALPHA2)
     series = jnp.zeros_like(small)
@@ -169,7 +170,7 @@ def prior_kl(x: Example, logsnr_min: Float[ArrayLike, ""]) -> Scalar:
 
     **Returns:** a scalar (nats) in the dtype of `x`.
     """
-    x = _float(x)
+    x = as_float(x)
     logsnr_min = _scalar(logsnr_min, x.dtype)
     return 0.5 * jnp.sum(jax.nn.sigmoid(logsnr_min) * x**2 + prior_gap(logsnr_min))
 
@@ -188,7 +189,7 @@ def reconstruction_nll(x: Levels, logsnr_max: Float[ArrayLike, ""], eps: Example
     """
     vocab_size = _checks.vocab_size(vocab_size)
     levels = jnp.asarray(x)
-    eps = _float(eps)
+    eps = as_float(eps)
     _checks.same_shape("x", levels, "eps", eps)
     if not jnp.issubdtype(levels.dtype, jnp.integer):
         levels = jnp.round(levels).astype(jnp.int32)
@@ -210,5 +211,5 @@ def bits_per_dim(recon: ArrayLike, prior: ArrayLike, diffusion: ArrayLike, num_d
     **Returns:** an array like the sum of the terms.
     """
     num_dims = _checks.positive_int("num_dims", num_dims)
-    total = _float(recon) + _float(prior) + _float(diffusion)
+    total = as_float(recon) + as_float(prior) + as_float(diffusion)
     return total / (num_dims * math.log(2.0))

@@ -5,17 +5,19 @@ Hyperparameters are static Python floats, so a schedule is a pytree with no leav
 `jax.jvp` of `logsnr` unless a closed form is more accurate.
 """
 
-from __future__ import annotations
 
 import abc
+import functools
 import math
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from equinox import AbstractVar
 from jax.scipy import special
 
 import _checks
+from eqx_impl._floats import as_float
 from eqx_impl._typing import Array, LogSNR
 
 DEFAULT_LOGSNR_MIN = -20.0
@@ -24,29 +26,34 @@ DEFAULT_LOGSNR_MAX = 20.0
 _static = dict(static=True, converter=float)
 
 
-def _float(x) -> Array:
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
-
-
 def alpha_sigma(logsnr: LogSNR) -> tuple[Array, Array]:
     r"""$\alpha = \sqrt{\mathrm{sigmoid}(\lambda)}$, $\sigma = \sqrt{\mathrm{sigmoid}(-\lambda)}$ via `log_sigmoid` (no underflow)."""
-    logsnr = _float(logsnr)
+    logsnr = as_float(logsnr)
     return jnp.exp(0.5 * jax.nn.log_sigmoid(logsnr)), jnp.exp(0.5 * jax.nn.log_sigmoid(-logsnr))
 
 
 def logsnr_to_sigma(logsnr: LogSNR) -> Array:
     r"""$\sigma_{\mathrm{edm}} = e^{-\lambda/2}$."""
-    return jnp.exp(-0.5 * _float(logsnr))
+    return jnp.exp(-0.5 * as_float(logsnr))
 
 
 def sigma_to_logsnr(sigma) -> Array:
     r"""$\lambda = -2\ln\sigma_{\mathrm{edm}}$."""
-    return -2.0 * jnp.log(_float(sigma))
+    return -2.0 * jnp.log(as_float(sigma))
 
 
 class AbstractSchedule(eqx.Module):
-    """A strictly decreasing map $t \\mapsto \\lambda(t)$ from $[0,1]$ onto $[\\lambda_{\\min}, \\lambda_{\\max}]$."""
+    """A strictly decreasing map $t \\mapsto \\lambda(t)$ from $[0,1]$ onto $[\\lambda_{\\min}, \\lambda_{\\max}]$.
+
+    A subclass gives the range and the two maps `logsnr` and `inverse`; the slope and the
+    density are their derivatives (forward-mode autodiff), so a schedule whose maps are
+    accurate has an accurate slope and density without further code. A schedule that needs
+    an exact derivative where autodiff is not (e.g. through a clip) puts it in a
+    `jax.custom_jvp` of its `logsnr`, as `EDMLogNormal` does.
+    """
+
+    logsnr_min: AbstractVar[float]
+    logsnr_max: AbstractVar[float]
 
     @abc.abstractmethod
     def logsnr(self, t) -> Array:
@@ -58,12 +65,19 @@ class AbstractSchedule(eqx.Module):
 
     def dlogsnr_dt(self, t) -> Array:
         """$d\\lambda/dt$ by forward-mode autodiff (the schedule acts elementwise)."""
-        t = _float(t)
+        t = as_float(t)
         return jax.jvp(self.logsnr, (t,), (jnp.ones_like(t),))[1]
 
     def density(self, logsnr) -> Array:
-        r"""$p(\lambda) = 1/|\lambda'(t(\lambda))|$, the density of $\lambda$ when $t \sim U(0,1)$."""
-        return -1.0 / self.dlogsnr_dt(self.inverse(logsnr))
+        r"""$p(\lambda) = -dt/d\lambda = 1/|\lambda'(t(\lambda))|$, the density of $\lambda$ when $t \sim U(0,1)$.
+
+        By forward-mode autodiff of `inverse` (elementwise): taken at $\lambda$ itself, so no
+        round trip through $t$ loses precision in the tails.
+
+        **Returns:** an array like `logsnr`.
+        """
+        logsnr = as_float(logsnr)
+        return -jax.jvp(self.inverse, (logsnr,), (jnp.ones_like(logsnr),))[1]
 
 
 def bisect_inverse(logsnr_fn, logsnr, iterations: int = 60) -> Array:
@@ -73,7 +87,7 @@ def bisect_inverse(logsnr_fn, logsnr, iterations: int = 60) -> Array:
     then carries the implicit-function derivative $dt/d\lambda = 1/\lambda'(t)$ to `logsnr` and to
     any parameters of `logsnr_fn`.
     """
-    logsnr = _float(logsnr)
+    logsnr = as_float(logsnr)
     target = jax.lax.stop_gradient(logsnr)
 
     def step(_, bounds):
@@ -98,16 +112,13 @@ class LinearLogSNR(AbstractSchedule):
         _checks.logsnr_range(self.logsnr_min, self.logsnr_max)
 
     def logsnr(self, t) -> Array:
-        return self.logsnr_max + _float(t) * (self.logsnr_min - self.logsnr_max)
+        return self.logsnr_max + as_float(t) * (self.logsnr_min - self.logsnr_max)
 
     def inverse(self, logsnr) -> Array:
-        return (self.logsnr_max - _float(logsnr)) / (self.logsnr_max - self.logsnr_min)
-
-    def density(self, logsnr) -> Array:
-        return jnp.full_like(_float(logsnr), 1.0 / (self.logsnr_max - self.logsnr_min))
+        return (self.logsnr_max - as_float(logsnr)) / (self.logsnr_max - self.logsnr_min)
 
 
-class _TwoSidedLog(AbstractSchedule):
+class _AbstractTwoSidedLog(AbstractSchedule):
     r"""$\lambda = 2\ln g(c + (1-t)\Delta) - 2\ln g(a + t\Delta) + \mathrm{shift}$, accurate at both ends."""
 
     @property
@@ -122,11 +133,11 @@ class _TwoSidedLog(AbstractSchedule):
 
     def logsnr(self, t) -> Array:
         a, c, delta, shift = self._ends
-        t = _float(t)
+        t = as_float(t)
         return 2.0 * (self._log_g(c + (1.0 - t) * delta) - self._log_g(a + t * delta)) + shift
 
 
-class Cosine(_TwoSidedLog):
+class Cosine(_AbstractTwoSidedLog):
     r"""Shifted cosine schedule truncated to $[\lambda_{\min}, \lambda_{\max}]$; $p(\lambda) = \mathrm{sech}((\lambda-\mathrm{shift})/2)/(4(b-a))$."""
 
     logsnr_min: float = eqx.field(default=DEFAULT_LOGSNR_MIN, **_static)
@@ -147,14 +158,10 @@ class Cosine(_TwoSidedLog):
 
     def inverse(self, logsnr) -> Array:
         a, c, delta, shift = self._ends
-        y = _float(logsnr) - shift
+        y = as_float(logsnr) - shift
         t_lo = (jnp.arctan(jnp.exp(-0.5 * y)) - a) / delta
         t_hi = 1.0 - (jnp.arctan(jnp.exp(0.5 * y)) - c) / delta
         return jnp.where(y >= 0.0, t_lo, t_hi)
-
-    def density(self, logsnr) -> Array:
-        delta = self._ends[2]
-        return 1.0 / (4.0 * delta * jnp.cosh(0.5 * (_float(logsnr) - self.shift)))
 
 
 class CosineInterpolated(AbstractSchedule):
@@ -175,7 +182,7 @@ class CosineInterpolated(AbstractSchedule):
         _checks.interpolated_slope(slope, self.shift_start, self.shift_end)
 
     def logsnr(self, t) -> Array:
-        t = _float(t)
+        t = as_float(t)
         start = Cosine(self.logsnr_min, self.logsnr_max, self.shift_start)
         end = Cosine(self.logsnr_min, self.logsnr_max, self.shift_end)
         return (1.0 - t) * start.logsnr(t) + t * end.logsnr(t)
@@ -196,7 +203,7 @@ class DDPMLinear(AbstractSchedule):
         _checks.ddpm_linear(self.beta_min, self.beta_max, self.t_eps)
 
     def _integral(self, t):
-        tau = self.t_eps + _float(t) * (1.0 - self.t_eps)
+        tau = self.t_eps + as_float(t) * (1.0 - self.t_eps)
         return self.beta_min * tau + 0.5 * (self.beta_max - self.beta_min) * tau**2
 
     @property
@@ -212,7 +219,7 @@ class DDPMLinear(AbstractSchedule):
         return -jnp.log(jnp.expm1(self._integral(t)))
 
     def inverse(self, logsnr) -> Array:
-        g = jax.nn.softplus(-_float(logsnr))
+        g = jax.nn.softplus(-as_float(logsnr))
         tau = 2.0 * g / (self.beta_min + jnp.sqrt(self.beta_min**2 + 2.0 * (self.beta_max - self.beta_min) * g))
         return (tau - self.t_eps) / (1.0 - self.t_eps)
 
@@ -243,8 +250,11 @@ class EDMLogNormal(AbstractSchedule):
         return mu, s, below, above, _ndtr((self.logsnr_max - mu) / s) - below
 
     def logsnr(self, t) -> Array:
+        return _edm_lognormal_logsnr(self, as_float(t))
+
+    def _inverse_cdf(self, t: Array) -> Array:
+        """$\\lambda(t)$ from the side of the median where the tail mass is small (no cancellation)."""
         mu, s, below0, above0, mass = self._masses
-        t = _float(t)
         below, above = below0 + (1.0 - t) * mass, above0 + t * mass
         lam = jnp.where(
             below < 0.5,
@@ -255,19 +265,25 @@ class EDMLogNormal(AbstractSchedule):
 
     def inverse(self, logsnr) -> Array:
         mu, s, below, above, mass = self._masses
-        y = (_float(logsnr) - mu) / s
+        y = (as_float(logsnr) - mu) / s
         return jnp.where(y >= 0.0, (special.ndtr(-y) - above) / mass, 1.0 - (special.ndtr(y) - below) / mass)
 
-    def density(self, logsnr) -> Array:
-        mu, s, _, _, mass = self._masses
-        y = (_float(logsnr) - mu) / s
-        return jnp.exp(-0.5 * y**2) / (math.sqrt(2.0 * math.pi) * s * mass)
 
-    def dlogsnr_dt(self, t) -> Array:
-        return -1.0 / self.density(self.logsnr(t))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _edm_lognormal_logsnr(schedule: "EDMLogNormal", t: Array) -> Array:
+    return schedule._inverse_cdf(t)
 
 
-class FlowOT(_TwoSidedLog):
+@_edm_lognormal_logsnr.defjvp
+def _edm_lognormal_logsnr_jvp(schedule, primals, tangents):
+    r"""$\lambda'(t) = -1/p(\lambda(t))$ with $p$ the truncated normal density: exact at the clipped
+    ends and in the tails, where autodiff through `ndtri` and the clip is not."""
+    (t,), (t_dot,) = primals, tangents
+    lam = schedule._inverse_cdf(t)
+    return lam, -t_dot / schedule.density(lam)
+
+
+class FlowOT(_AbstractTwoSidedLog):
     r"""Rectified flow $\alpha=1-t$, $\sigma=t$: $\lambda = 2\ln((1-t)/t)$ truncated; $p(\lambda) = \mathrm{sech}^2(\lambda/4)/(8\Delta)$."""
 
     logsnr_min: float = eqx.field(default=DEFAULT_LOGSNR_MIN, **_static)
@@ -286,11 +302,7 @@ class FlowOT(_TwoSidedLog):
 
     def inverse(self, logsnr) -> Array:
         a, c, delta, _ = self._ends
-        logsnr = _float(logsnr)
+        logsnr = as_float(logsnr)
         t_lo = (jax.nn.sigmoid(-0.5 * logsnr) - a) / delta
         t_hi = 1.0 - (jax.nn.sigmoid(0.5 * logsnr) - c) / delta
         return jnp.where(logsnr >= 0.0, t_lo, t_hi)
-
-    def density(self, logsnr) -> Array:
-        delta = self._ends[2]
-        return 1.0 / (8.0 * delta * jnp.cosh(0.25 * _float(logsnr)) ** 2)

@@ -29,18 +29,12 @@ import jax
 import jax.numpy as jnp
 
 import _checks
+from eqx_impl._floats import as_float
 from eqx_impl._typing import Array, Data, Float, LogSNR
 
 TARGETS = _checks.TARGETS
 
 __all__ = ["TARGETS", "eps_from_prediction", "prediction_from_eps", "target_factor", "target_value"]
-
-
-def _as_float(logsnr: LogSNR) -> Float[Array, "*shape"]:
-    logsnr = jnp.asarray(logsnr)
-    if not jnp.issubdtype(logsnr.dtype, jnp.floating):
-        logsnr = logsnr.astype(jnp.result_type(float))
-    return logsnr
 
 
 def _alpha_sigma(logsnr: Array) -> tuple[Array, Array]:
@@ -65,7 +59,7 @@ def target_factor(target: str, logsnr: LogSNR, sigma_data: float = 0.5) -> Float
     **Returns:** an array like `logsnr` (float).
     """
     _checks.target(target)
-    logsnr = _as_float(logsnr)
+    logsnr = as_float(logsnr)
     if target == "eps":
         return jnp.ones_like(logsnr)
     if target == "x":

@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import _checks
+from eqx_impl._floats import as_float
 from eqx_impl._typing import Array, LogSNR
-from eqx_impl.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN, AbstractSchedule, _float
+from eqx_impl.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN, AbstractSchedule
 from eqx_impl.targets import target_factor
 
 _static = dict(static=True, converter=float)
@@ -37,7 +38,7 @@ class AbstractWeighting(eqx.Module):
 
     def derivative(self, logsnr: LogSNR) -> Array:
         """$dw/d\\lambda$ by `jax.jvp`."""
-        logsnr = _float(logsnr)
+        logsnr = as_float(logsnr)
         return jax.jvp(self.__call__, (logsnr,), (jnp.ones_like(logsnr),))[1]
 
     @property
@@ -49,14 +50,14 @@ class ELBO(AbstractWeighting):
     """$w = 1$."""
 
     def __call__(self, logsnr):
-        return jnp.ones_like(_float(logsnr))
+        return jnp.ones_like(as_float(logsnr))
 
 
 class EpsCosine(AbstractWeighting):
     """$w = \\mathrm{sech}(\\lambda/2)$."""
 
     def __call__(self, logsnr):
-        return jnp.exp(_log_sech(0.5 * _float(logsnr)))
+        return jnp.exp(_log_sech(0.5 * as_float(logsnr)))
 
 
 class EDM(AbstractWeighting):
@@ -72,7 +73,7 @@ class EDM(AbstractWeighting):
         _checks.positive("sigma_data", self.sigma_data)
 
     def __call__(self, logsnr):
-        logsnr = _float(logsnr)
+        logsnr = as_float(logsnr)
         mu, s = -2.0 * self.p_mean, 2.0 * self.p_std
         log_sd2 = 2.0 * math.log(self.sigma_data)
         log_normal = -0.5 * ((logsnr - mu) / s) ** 2 - math.log(s * math.sqrt(2.0 * math.pi))
@@ -88,14 +89,14 @@ class Exponential(AbstractWeighting):
         _checks.finite("rate", self.rate)
 
     def __call__(self, logsnr):
-        return jnp.exp(-self.rate * _float(logsnr))
+        return jnp.exp(-self.rate * as_float(logsnr))
 
 
 class InDI(AbstractWeighting):
     """$w = e^{-\\lambda}\\,\\mathrm{sech}^2(\\lambda/4)$."""
 
     def __call__(self, logsnr):
-        logsnr = _float(logsnr)
+        logsnr = as_float(logsnr)
         return jnp.exp(-logsnr + 2.0 * _log_sech(0.25 * logsnr))
 
 
@@ -108,7 +109,7 @@ class MinSNR(AbstractWeighting):
         _checks.positive("gamma", self.gamma)
 
     def __call__(self, logsnr):
-        logsnr = _float(logsnr)
+        logsnr = as_float(logsnr)
         return jnp.exp(_log_sech(0.5 * logsnr) + jnp.minimum(0.0, math.log(self.gamma) - logsnr))
 
     @property
@@ -125,7 +126,7 @@ class Sigmoid(AbstractWeighting):
         _checks.finite("bias", self.bias)
 
     def __call__(self, logsnr):
-        return jax.nn.sigmoid(self.bias - _float(logsnr))
+        return jax.nn.sigmoid(self.bias - as_float(logsnr))
 
 
 class Shifted(AbstractWeighting):
@@ -138,7 +139,7 @@ class Shifted(AbstractWeighting):
         _checks.finite("shift", self.shift)
 
     def __call__(self, logsnr):
-        return self.weighting(_float(logsnr) - self.shift)
+        return self.weighting(as_float(logsnr) - self.shift)
 
     @property
     def kinks(self):
@@ -182,7 +183,7 @@ class Monotonic(AbstractWeighting):
         self.peaks = _local_maxima(weighting, self.logsnr_min, self.logsnr_max, grid_size)
 
     def __call__(self, logsnr):
-        logsnr = _float(logsnr)
+        logsnr = as_float(logsnr)
         inner = self.weighting(logsnr)
         best = jnp.where(logsnr <= self.logsnr_max, self.weighting(jnp.full_like(logsnr, self.logsnr_max)), 0.0)
         for peak in self.peaks:
@@ -209,7 +210,7 @@ class Implied(AbstractWeighting):
         _checks.positive("sigma_data", self.sigma_data)
 
     def __call__(self, logsnr):
-        logsnr = _float(logsnr)
+        logsnr = as_float(logsnr)
         factor = target_factor(self.target, logsnr, self.sigma_data)
         extra = 1.0 if self.target_weight is None else self.target_weight(logsnr)
         return 2.0 * self.schedule.density(logsnr) * factor * extra
