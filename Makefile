@@ -19,7 +19,7 @@ verify: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q --durations=15
 
 equivalence: $(BIN)/.installed
 	$(BIN)/python -m pytest -k equivalence -q

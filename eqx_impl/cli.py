@@ -12,12 +12,23 @@ Examples:
         objective.weighting=sigmoid objective.weighting_args.bias=3
     weighted-elbo sample --run-dir runs/digits --num 100 --sampler heun --steps 32
     weighted-elbo evaluate --run-dir runs/digits --metrics bpd,fd
+
+Start-up: JAX loads only when a command needs it, so `--help` and configuration errors come
+back in about a second. Before JAX loads, the CLI
+
+- turns on JAX's persistent compilation cache in `$WEIGHTED_ELBO_CACHE/jax` (default
+  `~/.cache/weighted-elbo/jax`), so a second `train`, `sample` or `evaluate` of the same
+  shapes reuses the compiled programs. `WEIGHTED_ELBO_COMPILATION_CACHE=0` turns it off, a
+  path moves it; a `JAX_COMPILATION_CACHE_DIR` of your own wins.
+- keeps XLA's C++ log lines (the "slow compile" alarms) off the terminal by setting
+  `TF_CPP_MIN_LOG_LEVEL=3`, unless you set it yourself or pass `--verbose`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -26,9 +37,11 @@ from pathlib import Path
 __all__ = ["main", "parser"]
 
 _EPILOG = "Errors in the config, checkpoints or the pre-flight check exit with status 2."
+CACHE_ENV = "WEIGHTED_ELBO_CACHE"  # as in eqx_impl.data.download (not imported: it loads JAX)
+COMPILATION_CACHE_ENV = "WEIGHTED_ELBO_COMPILATION_CACHE"
 
 
-def _add_overrides(p: argparse.ArgumentParser, what: str) -> None:
+def _add_overrides(p: argparse.ArgumentParser, what: str, example: str) -> None:
     p.add_argument(
         "--set",
         dest="overrides",
@@ -36,8 +49,14 @@ def _add_overrides(p: argparse.ArgumentParser, what: str) -> None:
         nargs="+",
         action="extend",
         default=[],
-        help=f"override {what} (values read as YAML), e.g. train.steps=2000 "
-        "objective.weighting=sigmoid objective.weighting_args.bias=3",
+        help=f"override {what} (values read as YAML), e.g. {example}",
+    )
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--verbose", action="store_true", help="also show XLA's own log lines (slow-compile alarms and the like)"
     )
 
 
@@ -58,7 +77,9 @@ def parser() -> argparse.ArgumentParser:
         "metrics.jsonl, checkpoints/, loss_curve.png, samples.png, eval.json).",
     )
     p.add_argument("--config", type=Path, help="YAML or JSON config file (default: built-in defaults)")
-    _add_overrides(p, "config entries")
+    _add_overrides(
+        p, "config entries", "train.steps=2000 objective.weighting=sigmoid objective.weighting_args.bias=3"
+    )
     p.add_argument("--run-dir", type=Path, help="output directory (default: train.run_dir)")
     p.add_argument(
         "--no-preflight", action="store_true", help="skip the eqx-vs-reference check of the objective before training"
@@ -69,9 +90,13 @@ def parser() -> argparse.ArgumentParser:
         help="start at step 0 even if the run directory has checkpoints (they are replaced)",
     )
     p.add_argument("--no-eval", action="store_true", help="skip sampling and evaluation at the end")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(p)
     p.add_argument(
-        "--stop-after", type=int, metavar="STEPS", help="stop with a checkpoint after this many steps (resume later)"
+        "--stop-after",
+        type=int,
+        metavar="STEPS",
+        help="train at most STEPS more steps in this session (counted from the step it resumes at), "
+        "then stop with a checkpoint; run the command again to go on",
     )
     g = p.add_argument_group(
         "multi-host data parallelism",
@@ -107,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_run_args(p)
     p.add_argument("--metrics", help="comma-separated metrics (default: eval.metrics)")
-    _add_overrides(p, "eval.* settings of the run's config")
+    _add_overrides(p, "eval.* settings of the run's config", "eval.num_samples=500 eval.sampling_steps=64")
     p.add_argument("--out", type=Path, help="JSON path (default: RUN_DIR/evaluation.json)")
 
     p = sub.add_parser(
@@ -118,6 +143,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run-dir", type=Path, required=True, help="a run directory written by train")
     p.add_argument("--out-dir", type=Path, help="where to write the PNGs (default: RUN_DIR)")
+    p.add_argument(
+        "--verbose", action="store_true", help="also show XLA's own log lines (slow-compile alarms and the like)"
+    )
     return top
 
 
@@ -125,7 +153,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, required=True, help="a run directory written by train")
     p.add_argument("--checkpoint", type=Path, help="checkpoint file (default: the newest usable one)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(p)
 
 
 def _format_metrics(values: dict) -> str:
@@ -136,7 +164,7 @@ def _format_metrics(values: dict) -> str:
 
 
 def _cmd_train(args) -> int:
-    from eqx_impl.train import ConfigError, load_config, parallel, train
+    from eqx_impl.train.config import ConfigError, load_config
 
     multi_host = (args.coordinator, args.num_processes, args.process_id)
     if any(v is not None for v in multi_host):
@@ -147,9 +175,12 @@ def _cmd_train(args) -> int:
                 f"--num-processes must be >= 1 and --process-id in [0, --num-processes), got "
                 f"{args.num_processes} and {args.process_id}; number the processes 0 ... N-1."
             )
+    config = load_config(args.config, args.overrides)  # before JAX loads: errors come back at once
+    from eqx_impl.train import parallel, train
+
+    if args.num_processes is not None:
         # Before anything touches a device: afterwards jax.devices() lists every process's.
         parallel.initialize(*multi_host)
-    config = load_config(args.config, args.overrides)
     t0 = time.perf_counter()
     result = train(
         config,
@@ -165,10 +196,8 @@ def _cmd_train(args) -> int:
     if not parallel.is_main_process():
         print(f"process {args.process_id}: trained to step {step}; process 0 wrote {result.run_dir}")
         return 0
-    loss = result.rows[-1]["loss"] if result.rows else float("nan")
-    rate = tm.get("steps_per_sec", float("nan"))
     print(f"run directory: {result.run_dir}")
-    print(f"step {step}: loss {loss:.5g}; {rate:.1f} steps/s after compilation")
+    print(_step_summary(step, result.config.train.steps, result.rows, tm))
     ev = result.evaluation
     if "bpd" in ev:
         print(f"bpd (test, VDM bound): {ev['bpd']:.4f} ± {ev['bpd_stderr']:.4f}")
@@ -183,6 +212,20 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _step_summary(step: int, total: int, rows: list[dict], timings: dict) -> str:
+    """`step 2050: loss 17.4; 35.2 steps/s after compilation`; the loss and the rate only
+    when they were measured (a session of one dispatch has no rate after compilation)."""
+    line = f"step {step}"
+    loss = rows[-1].get("loss") if rows else None
+    if loss is not None:
+        line += f": loss {loss:.5g}"
+    if "steps_per_sec" in timings:
+        line += f"; {timings['steps_per_sec']:.1f} steps/s after compilation"
+    if step < total:
+        line += f" ({total - step} of train.steps={total} to go: run the same command to resume)"
+    return line
+
+
 def _check_sample_flags(args) -> None:
     from eqx_impl.train.config import SAMPLERS, ConfigError
 
@@ -194,14 +237,22 @@ def _check_sample_flags(args) -> None:
 
 
 def _cmd_sample(args) -> int:
+    from eqx_impl.train.rundir import run_config
+
+    _check_sample_flags(args)  # before JAX loads and the run is rebuilt
+    run_config(args.run_dir)  # a clear error if this is not a run directory
     import numpy as np
 
     from eqx_impl.train.evaluate import draw_samples, save_samples
     from eqx_impl.train.rundir import load_run
-
-    _check_sample_flags(args)  # before the (slow) rebuild of the run
-    setup, state, path = load_run(args.run_dir, checkpoint=args.checkpoint)
+    setup, state, path = load_run(args.run_dir, checkpoint=args.checkpoint, report=_note)
     model = state.model if args.raw else state.ema
+    ev = setup.config.eval
+    print(
+        f"compiling the sampler, then drawing {args.num or ev.num_samples} samples "
+        f"({args.sampler or ev.sampler}, {args.steps or ev.sampling_steps} steps)...",
+        file=sys.stderr,
+    )
     samples = draw_samples(
         setup.config,
         model,
@@ -222,23 +273,30 @@ def _cmd_sample(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from eqx_impl.train.config import METRICS, ConfigError
-    from eqx_impl.train.evaluate import evaluate_model
-    from eqx_impl.train.files import atomic_write_text
-    from eqx_impl.train.rundir import load_run
 
     bad = [o for o in args.overrides if not o.startswith("eval.")]
     if bad:
-        raise ConfigError(f"evaluate --set only changes eval.* settings, got {bad[0]!r}.")
-    setup, state, path = load_run(args.run_dir, checkpoint=args.checkpoint, overrides=args.overrides)
+        raise ConfigError(
+            f"evaluate --set only changes eval.* settings, got {bad[0]!r}; "
+            "other settings are the trained run's (train again to change them)."
+        )
     metrics = None
     if args.metrics:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
             raise ConfigError(f"--metrics: unknown metric {unknown[0]!r}; known: {', '.join(METRICS)}.")
-    if not (metrics or setup.config.eval.metrics):
+    from eqx_impl.train.rundir import run_config
+
+    if not (metrics or run_config(args.run_dir, args.overrides).eval.metrics):  # before JAX loads
         raise ConfigError("No metrics to compute: pass --metrics (e.g. bpd,fd) or set eval.metrics.")
+    from eqx_impl.train.evaluate import evaluate_model
+    from eqx_impl.train.files import atomic_write_text
+    from eqx_impl.train.rundir import load_run
+
+    setup, state, path = load_run(args.run_dir, checkpoint=args.checkpoint, overrides=args.overrides, report=_note)
     model = state.model if args.raw else state.ema
+    print(f"compiling and running the evaluation ({', '.join(metrics or setup.config.eval.metrics)})...", file=sys.stderr)
     values = evaluate_model(
         setup.config,
         setup.dataset,
@@ -258,16 +316,17 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_plot(args) -> int:
+    from eqx_impl.train.rundir import run_config
+
+    run_config(args.run_dir)  # a clear error if this is not a run directory, before JAX loads
     from eqx_impl.train import checkpoint as ckpt
     from eqx_impl.train.loop import write_plots
     from eqx_impl.train.progress import read_metrics
-    from eqx_impl.train.rundir import load_run, run_config
-
-    run_config(args.run_dir)  # a clear error if this is not a run directory
+    from eqx_impl.train.rundir import load_run
     rows = read_metrics(Path(args.run_dir) / "metrics.jsonl")
     out_dir = args.out_dir or Path(args.run_dir)
     try:
-        setup, state, _ = load_run(args.run_dir)
+        setup, state, _ = load_run(args.run_dir, report=_note)
     except ckpt.CheckpointError as err:
         print(f"no proposal plot: {err}", file=sys.stderr)
         from eqx_impl.train.plots import plot_loss_curve
@@ -277,6 +336,58 @@ def _cmd_plot(args) -> int:
     for written in write_plots(out_dir, rows, setup, state.proposal_state):
         print(f"written: {written}")
     return 0
+
+
+def _note(message: str) -> None:
+    """A one-line notice (a checkpoint fallback) on stderr."""
+    print(message, file=sys.stderr)
+
+
+# Errors that are the user's to fix: one message, exit status 2. Looked up in sys.modules, so
+# that a config error does not import the checkpoint or training modules (and JAX) to be caught.
+_USER_ERRORS = {
+    "eqx_impl.train.config": "ConfigError",
+    "eqx_impl.train.checkpoint": "CheckpointError",
+    "eqx_impl.train.preflight": "PreflightError",
+    "eqx_impl.train.loop": "TrainingDiverged",
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    loaded = [getattr(sys.modules[m], name) for m, name in _USER_ERRORS.items() if m in sys.modules]
+    return (*loaded, OSError)
+
+
+def compilation_cache_dir() -> str | None:
+    """Where the CLI keeps JAX's persistent compilation cache: `$WEIGHTED_ELBO_COMPILATION_CACHE`
+    if it is a path, none if it is `0`/`off`/`false`/`no`, else `$WEIGHTED_ELBO_CACHE/jax`
+    (default `~/.cache/weighted-elbo/jax`).
+
+    **Returns:** the directory, or `None` when the cache is off.
+    """
+    setting = os.environ.get(COMPILATION_CACHE_ENV, "").strip()
+    if setting.lower() in {"0", "off", "false", "no"}:
+        return None
+    if setting:
+        return str(Path(setting).expanduser())
+    root = os.environ.get(CACHE_ENV)
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "weighted-elbo"
+    return str(base / "jax")
+
+
+def prepare_jax_environment(*, verbose: bool = False) -> None:
+    """Settings that JAX reads when it is imported (so this runs first; a process that has
+    already imported JAX is left as it is): the persistent compilation cache
+    (`compilation_cache_dir`) unless `JAX_COMPILATION_CACHE_DIR` is set, and
+    `TF_CPP_MIN_LOG_LEVEL=3` (no XLA C++ log lines) unless it is set or `verbose`.
+    """
+    if "jax" in sys.modules:
+        return
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    cache = compilation_cache_dir()
+    if cache is not None:
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
 
 
 _COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "plot": _cmd_plot}
@@ -289,14 +400,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     divergence errors, printed as one message without a traceback).
     """
     args = parser().parse_args(argv)
-    from eqx_impl.train.checkpoint import CheckpointError
-    from eqx_impl.train.config import ConfigError
-    from eqx_impl.train.loop import TrainingDiverged
-    from eqx_impl.train.preflight import PreflightError
-
+    prepare_jax_environment(verbose=args.verbose)
     try:
         return _COMMANDS[args.command](args)
-    except (ConfigError, CheckpointError, PreflightError, TrainingDiverged, OSError) as err:
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
         print(f"weighted-elbo {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

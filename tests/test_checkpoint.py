@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import stat
 import warnings
 
 import equinox as eqx
@@ -23,7 +25,8 @@ from eqx_impl.train import (
     save_checkpoint,
     train,
 )
-from eqx_impl.train.checkpoint import checkpoint_path
+from eqx_impl.train.checkpoint import CheckpointFallbackWarning, checkpoint_path
+from eqx_impl.train.files import atomic_write_text, new_file_mode
 from eqx_impl.train.step import run_steps
 from tests.train_helpers import tiny_config
 
@@ -119,15 +122,26 @@ def test_resume_falls_back_to_previous_checkpoint(tmp_path, trained_state):
     setup, state = trained_state
     older = save_checkpoint(tmp_path, eqx.tree_at(lambda s: s.step, state, jnp.int32(2)))
     newest = save_checkpoint(tmp_path, state)
+    size = json.loads(newest.read_bytes().split(b"\n", 2)[1])["size"]
     newest.write_bytes(newest.read_bytes()[:-100])
-    with pytest.warns(UserWarning, match="ckpt-00000003.eqx.*truncated"):
-        restored, path = restore_latest(tmp_path, setup.initial)
-    assert path == older and int(restored.step) == 2
+    line = (
+        f"checkpoint ckpt-00000003.eqx is truncated ({size - 100} of {size} bytes; a crash or a full disk?); "
+        "using ckpt-00000002.eqx (step 2) instead."
+    )
+    notices = []
+    restored, path = restore_latest(tmp_path, setup.initial, report=notices.append)
+    assert path == older and int(restored.step) == 2 and notices == [line]
+    with pytest.warns(CheckpointFallbackWarning) as caught:  # without `report`: one warning
+        restore_latest(tmp_path, setup.initial)
+    assert [str(w.message) for w in caught] == [line]
     older.write_bytes(b"garbage")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(CheckpointError, match="No usable checkpoint"):
-            restore_latest(tmp_path, setup.initial)
+        warnings.simplefilter("error")  # no fallback notice when nothing loads: only the error
+        with pytest.raises(CheckpointError, match="No usable checkpoint") as info:
+            restore_latest(tmp_path, setup.initial, report=notices.append)
+    assert notices == [line]
+    message = str(info.value)
+    assert message.count("ckpt-00000003.eqx") == 1 and message.count("ckpt-00000002.eqx") == 1
     empty = tmp_path / "empty"
     assert restore_latest(empty, setup.initial) == (None, None)
 
@@ -183,15 +197,52 @@ def test_a_later_write_removes_what_a_killed_write_left(tmp_path, trained_state)
 
 def test_training_resumes_from_the_previous_checkpoint_when_the_newest_is_cut_off(tmp_path):
     """A checkpoint truncated mid-file (a full disk; a crash cannot do it, the write is
-    atomic): `train` warns, naming it, and resumes from the one before."""
+    atomic): `train` says so in one line (which file, why, which one instead) and resumes
+    from the one before."""
     config = tiny_config(schedule="adaptive", steps=20, checkpoint_every=5)
     messages = []
     kwargs = dict(preflight=False, progress=False, evaluate=False, echo=messages.append)
     train(config, run_dir=tmp_path / "run", stop_after=10, **kwargs)
     newest = checkpoint_path(tmp_path / "run" / "checkpoints", 10)
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    with pytest.warns(UserWarning, match=r"ckpt-00000010\.eqx.*truncated.*Falling back"):
+    messages.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CheckpointFallbackWarning)
         result = train(config, run_dir=tmp_path / "run", **kwargs)
-    assert any("ckpt-00000005.eqx (step 5)" in m for m in messages), messages
+    notices = [m for m in messages if "ckpt-00000010.eqx" in m]
+    assert len(notices) == 1 and notices[0].startswith("checkpoint ckpt-00000010.eqx is truncated (")
+    assert notices[0].endswith("; using ckpt-00000005.eqx (step 5) instead.")
+    assert "resumed from" in messages[messages.index(notices[0]) + 1]
     assert int(result.state.step) == 20
     assert [r["step"] for r in result.rows] == [5, 10, 15, 20]
+
+
+def test_stop_after_counts_steps_from_where_the_run_resumes(tmp_path):
+    """`stop_after=n` trains n more steps (capped at train.steps), whatever step the run
+    resumes at; a session of one dispatch still logs and checkpoints its last step."""
+    config = tiny_config(schedule="adaptive", steps=20, checkpoint_every=5)
+    kwargs = dict(preflight=False, progress=False, evaluate=False, echo=lambda _: None)
+    run = tmp_path / "run"
+    assert int(train(config, run_dir=run, stop_after=8, **kwargs).state.step) == 8
+    assert int(train(config, run_dir=run, stop_after=8, **kwargs).state.step) == 16
+    last = train(config, run_dir=run, stop_after=8, **kwargs)
+    assert int(last.state.step) == 20
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [15, 16, 20]  # the newest train.keep_checkpoints=3
+    assert [r["step"] for r in last.rows] == [5, 8, 10, 15, 16, 20]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_get_the_mode_open_gives(tmp_path, trained_state, umask):
+    """Checkpoints and atomically written text get `0o666 & ~umask` (0644 under umask 022),
+    like a file made by `open()`, not the 0600 of a temporary file."""
+    _, state = trained_state
+    old = os.umask(umask)
+    try:
+        assert new_file_mode() == 0o666 & ~umask
+        with open(tmp_path / "plain.txt", "w") as stream:
+            stream.write("x")
+        written = [atomic_write_text(tmp_path / "a.json", "{}"), save_checkpoint(tmp_path / "c", state)]
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "plain.txt", *written]}
+    assert modes == {0o666 & ~umask}

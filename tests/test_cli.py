@@ -4,14 +4,17 @@ subcommand, a tiny end-to-end `train` run and the `sample`/`evaluate`/`plot` com
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
-from eqx_impl.cli import main
+from eqx_impl.cli import _step_summary, compilation_cache_dir, main, parser
 from eqx_impl.train import ConfigError, build, config_to_dict, load_config
 from eqx_impl.train.registry import resolve
 
@@ -205,7 +208,15 @@ TINY = [
 ]
 
 
-def test_end_to_end_train_sample_evaluate_plot(tmp_path, capsys):
+@pytest.fixture
+def umask_022():
+    """The usual umask while a test writes files (the expected mode is then 0644)."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_end_to_end_train_sample_evaluate_plot(tmp_path, capsys, umask_022):
     run = tmp_path / "run"
     code = main(
         [
@@ -241,6 +252,12 @@ def test_end_to_end_train_sample_evaluate_plot(tmp_path, capsys):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["steps"] == 20 and saved["model"]["sigma_data"] > 0
     assert "pre-flight" in out and "bpd" in out and "samples:" in out
+    assert "compiling the training step..." in out and "nan" not in out
+    # --no-progress: one line per logged row, with the logged loss
+    for r in rows:
+        assert f"step {r['step']}/20: loss {r['loss']:.5g}, " in out, (r, out)
+    rate = summary["timings"]["steps_per_sec"]
+    assert f"step 20: loss {rows[-1]['loss']:.5g}; {rate:.1f} steps/s after compilation" in out
     assert (run / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Resuming a finished run does nothing new; a different config in the same directory is refused.
@@ -283,6 +300,7 @@ def test_end_to_end_train_sample_evaluate_plot(tmp_path, capsys):
     import numpy as np
 
     assert np.load(tmp_path / "s.npy").shape == (64, 2)
+    assert "compiling the sampler" in capsys.readouterr().err
     assert main(["evaluate", "--run-dir", str(run), "--metrics", "sliced_wasserstein", "--no-progress"]) == 0
     record = json.loads((run / "evaluation.json").read_text())
     assert record["step"] == 20 and record["sliced_wasserstein"] > 0
@@ -290,12 +308,133 @@ def test_end_to_end_train_sample_evaluate_plot(tmp_path, capsys):
     assert main(["plot", "--run-dir", str(run)]) == 0
     assert (run / "loss_curve.png").is_file()
     capsys.readouterr()
+    # Every file the commands wrote has the mode open() gives under umask 022 (not mkstemp's 0600).
+    written = [p for p in [*run.rglob("*"), *tmp_path.glob("s.*")] if p.is_file()]
+    assert {"config.yaml", "eval.json", "evaluation.json", "metrics.jsonl", "samples.png", "ckpt-00000020.eqx"} <= {
+        p.name for p in written
+    }
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {p.name: "0o644" for p in written}
 
     # A corrupt newest checkpoint: `sample` falls back to the previous one, naming the bad file.
     newest = run / "checkpoints" / "ckpt-00000020.eqx"
     newest.write_bytes(newest.read_bytes()[:-50])
-    with pytest.warns(UserWarning, match="ckpt-00000020.eqx"):
+    size = json.loads(newest.read_bytes().split(b"\n", 2)[1])["size"]  # what the header promises
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one plain line, no Python warning
         assert main(["sample", "--run-dir", str(run), "--out", str(tmp_path / "t.png"), "--no-progress"]) == 0
-    assert "(step 10)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "(step 10)" in captured.out
+    notice = [line for line in captured.err.splitlines() if "ckpt-" in line]
+    assert notice == [
+        f"checkpoint ckpt-00000020.eqx is truncated ({size - 50} of {size} bytes; a crash or a full disk?); "
+        "using ckpt-00000010.eqx (step 10) instead."
+    ]
     assert main(["sample", "--run-dir", str(run), "--checkpoint", str(newest)]) == 2
     assert "ckpt-00000020.eqx' is truncated" in capsys.readouterr().err
+
+
+# --- start-up, messages and settings -------------------------------------------------------
+
+
+def test_help_and_config_errors_do_not_load_jax(tmp_path):
+    """`--help` and the errors found in the config or the flags come back before JAX (and the
+    training modules) load: about 0.1-0.3 s instead of the 2-3 s (idle) to 20-30 s (busy
+    2-core machine) of importing JAX and the package."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("train: {steps: 5}\n")
+    script = f"""
+import sys
+from eqx_impl.cli import main
+codes = [main(["train", "--set", "train.steps=0"]), main(["evaluate", "--run-dir", {str(run)!r}, "--set", "train.steps=1"]),
+         main(["sample", "--run-dir", {str(tmp_path / "absent")!r}]), main(["plot", "--run-dir", {str(tmp_path)!r}]),
+         main(["evaluate", "--run-dir", {str(run)!r}, "--metrics", "fid"]), main(["sample", "--run-dir", {str(run)!r}, "--steps", "1"])]
+try:
+    main(["train", "--help"])
+except SystemExit as exit:
+    codes.append(exit.code)
+print(codes, sorted(m for m in ("jax", "equinox", "eqx_impl.train.loop") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == "[2, 2, 2, 2, 2, 2, 0] []", done.stdout + done.stderr
+    errors = done.stderr.splitlines()
+    assert errors == [
+        "weighted-elbo train: error: train.steps must be an integer >= 1, got 0.",
+        "weighted-elbo evaluate: error: evaluate --set only changes eval.* settings, got 'train.steps=1'; other "
+        "settings are the trained run's (train again to change them).",
+        f"weighted-elbo sample: error: Run directory {str(tmp_path / 'absent')!r} does not exist; train first.",
+        f"weighted-elbo plot: error: {str(tmp_path)!r} is not a run directory (no config.yaml); pass the --run-dir "
+        "that `train` wrote.",
+        errors[4],
+        "weighted-elbo sample: error: --steps 1: must be an integer >= 2 (or left out for the run's eval.* value).",
+    ]
+    assert errors[4].startswith("weighted-elbo evaluate: error: --metrics: unknown metric 'fid'; known: bpd")
+
+
+def test_the_evaluate_help_example_is_accepted():
+    """The `--set` example in `evaluate --help` only changes eval.* settings (evaluate refuses
+    anything else) and is a valid config override."""
+    sub = next(a for a in parser()._actions if a.dest == "command").choices["evaluate"]
+    text = next(a.help for a in sub._actions if a.dest == "overrides")
+    example = text.split("e.g. ")[1].split()
+    assert example and all(item.startswith("eval.") for item in example)
+    config = load_config(None, example)
+    assert (config.eval.num_samples, config.eval.sampling_steps) == (500, 64)
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "HOME/.cache/weighted-elbo/jax"),
+        ({"WEIGHTED_ELBO_CACHE": "CACHE"}, "CACHE/jax"),
+        ({"WEIGHTED_ELBO_COMPILATION_CACHE": "ELSEWHERE"}, "ELSEWHERE"),
+        ({"WEIGHTED_ELBO_CACHE": "CACHE", "WEIGHTED_ELBO_COMPILATION_CACHE": "off"}, None),
+        ({"WEIGHTED_ELBO_COMPILATION_CACHE": "0"}, None),
+    ],
+)
+def test_compilation_cache_dir(tmp_path, monkeypatch, env, expected):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in ("WEIGHTED_ELBO_CACHE", "WEIGHTED_ELBO_COMPILATION_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(tmp_path / value) if value not in {"off", "0"} else value)
+    want = None if expected is None else str(tmp_path / expected.replace("HOME", "home"))
+    assert compilation_cache_dir() == want
+
+
+def _fresh_python(script: str, env: dict[str, str]) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "TF_CPP", "WEIGHTED_ELBO"))}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_cli_turns_on_the_compilation_cache_and_quiets_xla(tmp_path):
+    """Before JAX loads, `prepare_jax_environment` points JAX's persistent compilation cache at
+    the user cache and sets TF_CPP_MIN_LOG_LEVEL=3, unless the user set them or asked for
+    --verbose; a compiled program then lands in the cache directory."""
+    cache = tmp_path / "cache"
+    script = """
+import os
+from eqx_impl.cli import prepare_jax_environment
+prepare_jax_environment(verbose={verbose})
+print(os.environ.get("TF_CPP_MIN_LOG_LEVEL"), os.environ.get("JAX_COMPILATION_CACHE_DIR"))
+import jax, jax.numpy as jnp
+jax.jit(lambda x: jnp.sin(x) * 2.0)(jnp.ones(3)).block_until_ready()
+"""
+    env = {"WEIGHTED_ELBO_CACHE": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    assert _fresh_python(script.format(verbose=False), env) == f"3 {cache / 'jax'}"
+    assert any((cache / "jax").iterdir())  # the jitted function was written to the cache
+    assert _fresh_python(script.format(verbose=True), {**env, "WEIGHTED_ELBO_COMPILATION_CACHE": "0"}) == "None None"
+    mine = {**env, "TF_CPP_MIN_LOG_LEVEL": "1", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")}
+    assert _fresh_python(script.format(verbose=False), mine) == f"1 {tmp_path / 'mine'}"
+
+
+def test_step_summary_prints_only_what_was_measured():
+    rows = [{"step": 50, "loss": 17.4251}]
+    assert _step_summary(50, 50, rows, {"steps_per_sec": 35.24}) == "step 50: loss 17.425; 35.2 steps/s after compilation"
+    # one dispatch in this session: no rate after compilation, and never "nan steps/s"
+    assert _step_summary(50, 50, rows, {}) == "step 50: loss 17.425"
+    assert _step_summary(20, 50, [], {}) == "step 20 (30 of train.steps=50 to go: run the same command to resume)"

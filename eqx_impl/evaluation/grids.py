@@ -74,6 +74,9 @@ def _atomic_savefig(path: Path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        from eqx_impl.train.files import new_file_mode
+
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> the mode open() gives (0644 by default)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

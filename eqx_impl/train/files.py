@@ -1,7 +1,9 @@
 """Atomic file writes: a temporary file in the target folder, flushed, then `os.replace`.
 
 A reader (or a resumed run after a crash) sees either the old file or the complete new
-one, never a partial write.
+one, never a partial write. The file gets the mode `open()` would give it (`0o666` less the
+umask: 0644 under the usual umask 022), not the 0600 of `tempfile.mkstemp`, so every file of
+a run directory has one mode.
 """
 
 from __future__ import annotations
@@ -11,7 +13,18 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "new_file_mode"]
+
+
+def new_file_mode() -> int:
+    """The permission bits of a new file: `0o666 & ~umask`. (Reading the umask means setting
+    it; it is set straight back.)
+
+    **Returns:** the mode, e.g. `0o644` under umask 022.
+    """
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_bytes(
@@ -28,6 +41,7 @@ def atomic_write_bytes(
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)
+            os.fchmod(stream.fileno(), new_file_mode())
             stream.flush()
             os.fsync(stream.fileno())
         if before_replace is not None:

@@ -206,8 +206,10 @@ def train(
     - `run_dir` overrides `train.run_dir`; `preflight` overrides `train.preflight`.
     - `resume`: continue from the newest usable checkpoint of the run directory (the
       config must match); `False` starts from step 0 and replaces old checkpoints.
-    - `stop_after`: stop (with a checkpoint) once this many steps are done, as if the run
-      were interrupted; the learning-rate schedule still follows `train.steps`.
+    - `stop_after`: train at most this many more steps (counted from the step the run
+      resumes at), then stop with a checkpoint as if interrupted; the learning-rate schedule
+      still follows `train.steps`.
+    - `progress`: a progress bar; without it, `echo` gets a line every `train.log_every` steps.
     - `evaluate`: after the last step, draw samples, write `samples.png` and compute
       `eval.metrics` with the EMA model.
 
@@ -261,7 +263,7 @@ def train(
 
     state = setup.initial
     if resume and has_checkpoints:
-        state, path = ckpt.restore_latest(ckpt_dir, state)
+        state, path = ckpt.restore_latest(ckpt_dir, state, report=echo)
         echo(f"resumed from {path} (step {int(state.step)})")
     elif has_checkpoints and writer:
         for _, old in ckpt.list_checkpoints(ckpt_dir):
@@ -273,7 +275,7 @@ def train(
     parallel.assert_same_in_every_process(
         start, f"the processes resumed from different steps; train.run_dir ({str(run_dir)!r}) must be one directory every host sees"
     )
-    end = t.steps if stop_after is None else min(t.steps, int(stop_after))
+    end = t.steps if stop_after is None else min(t.steps, start + int(stop_after))
     log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start) if writer else None
 
     def save(state) -> Path:
@@ -294,6 +296,8 @@ def train(
     window_start, window_steps = time.perf_counter(), 0
     first_dispatch_s, steady_time, steady_steps = None, 0.0, 0
     train_t0 = time.perf_counter()
+    if step < end:
+        echo("compiling the training step...")
     try:
         while step < end:
             k = min(t.steps_per_dispatch - step % t.steps_per_dispatch, end - step)
@@ -356,6 +360,8 @@ def train(
                     )
                 if log is not None:
                     log.write(row)
+                if not progress:  # a log file or CI still sees the run move
+                    echo(f"step {step}/{t.steps}: loss {row['loss']:.5g}, {rate:.3g} steps/s")
                 window = {name: [] for name in window}
                 window_start, window_steps = now, 0
             if step // t.checkpoint_every > before // t.checkpoint_every or step == end:
@@ -396,6 +402,7 @@ def train(
         echo(f"multi-host run: evaluate on one host with `python -m eqx_impl evaluate --run-dir {run_dir}`.")
     elif evaluate and step >= t.steps and writer:
         t0 = time.perf_counter()
+        echo("compiling the sampler, then sampling and evaluating...")
         samples = draw_samples(config, state.ema, setup.dataset.shape, progress=progress)
         save_samples(samples, setup.dataset, run_dir / "samples.png")
         timings["sample_s"] = time.perf_counter() - t0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eqx_impl.train import checkpoint as ckpt
 from eqx_impl.train.config import Config, ConfigError, load_config
-from eqx_impl.train.loop import Setup, build
-from eqx_impl.train.state import TrainState
+
+if TYPE_CHECKING:  # load_run imports them: run_config alone does not load JAX
+    from eqx_impl.train.loop import Setup
+    from eqx_impl.train.state import TrainState
 
 __all__ = ["load_run", "run_config"]
 
@@ -31,20 +34,28 @@ def run_config(run_dir: str | Path, overrides=()) -> Config:
 
 
 def load_run(
-    run_dir: str | Path, *, checkpoint: str | Path | None = None, overrides=()
+    run_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    overrides=(),
+    report: Callable[[str], None] | None = None,
 ) -> tuple[Setup, TrainState, Path]:
     """Rebuild a run from its config and restore a checkpoint (`checkpoint`, else the newest
-    usable one).
+    usable one; `report` gets the one-line notice of each unusable newer checkpoint, see
+    `checkpoint.restore_latest`).
 
     **Returns:** `(setup, state, checkpoint path)`.
     """
+    from eqx_impl.train import checkpoint as ckpt
+    from eqx_impl.train.loop import build
+
     config = run_config(run_dir, overrides)
     # Sampling and evaluation run on one device, whatever devices the run trained on.
     setup = build(dataclasses.replace(config, train=dataclasses.replace(config.train, data_parallel=False)))
     if checkpoint is not None:
         path = Path(checkpoint)
         return setup, ckpt.load_checkpoint(path, setup.initial), path
-    state, path = ckpt.restore_latest(Path(run_dir) / "checkpoints", setup.initial)
+    state, path = ckpt.restore_latest(Path(run_dir) / "checkpoints", setup.initial, report=report)
     if state is None:
         raise ckpt.CheckpointError(f"No checkpoint in {str(Path(run_dir) / 'checkpoints')!r}; train (or resume) first.")
     return setup, state, path
