@@ -8,18 +8,21 @@ ending with the denoised $\hat x = D(x; \sigma_{\min})$:
 
 - **Heun** (`heun_sampler`, $N$ steps, $2N - 1$ evaluations) and **Euler** (`euler_sampler`,
   $N$ evaluations) on `edm_sigmas(N)`;
+- **DPM-Solver-2** (`dpm_2_sampler`, $2N - 1$ evaluations), **DPM-Solver++(2M)**
+  (`dpmpp_2m_sampler`, $N$) and **DPM-Solver++(2M) SDE** (`dpmpp_2m_sde_sampler`, $\eta = 1$,
+  $N$) on `edm_sigmas(N)`;
 - **DDIM** and **ancestral** (`ddim_sampler`, `ancestral_sampler`) on the log-SNRs
   $\lambda_i = -2\ln\sigma_i$ of `edm_sigmas(N)[:-1]`, then $\hat x = D(z;\lambda_N)$ — the
   step to $\lambda = \infty$ — so $N$ evaluations, like Euler.
 
 Two measures:
 
-1. **ODE error** (Heun, Euler, DDIM): the RMS distance $\sqrt{\mathbb E\|x - x^\star\|^2}$ of
+1. **ODE error** (Heun, Euler, DDIM, DPM-Solver-2, DPM-Solver++(2M)): the RMS distance $\sqrt{\mathbb E\|x - x^\star\|^2}$ of
    the endpoint to $x^\star$, the same probability-flow ODE from the same $x_0$ solved by the
    float64 reference Heun sampler with `fine_steps` steps (its own error, estimated from a
-   solve with half the steps, is printed). Heun should fall as $\mathrm{NFE}^{-2}$, Euler and
-   DDIM as $\mathrm{NFE}^{-1}$.
-2. **Distribution error** (all four): the sliced 2-Wasserstein distance of the samples to the
+   solve with half the steps, is printed). Heun, DPM-Solver-2 and DPM-Solver++(2M) should fall
+   as $\mathrm{NFE}^{-2}$, Euler and DDIM as $\mathrm{NFE}^{-1}$.
+2. **Distribution error** (all seven): the sliced 2-Wasserstein distance of the samples to the
    mixture itself. Along each of `n_directions` fixed random directions $\theta$ the mixture
    projects to a 1-D mixture with a closed-form CDF, so
    $W_2^2 = \int_0^1 (F_{\mathrm{samples}}^{-1}(u) - F_\theta^{-1}(u))^2\,du$ is computed from
@@ -49,10 +52,11 @@ import eqx_impl as E
 import reference as R
 from benchmarks.eqx_vs_reference import gmm_parameters
 
-SAMPLERS = ("heun", "euler", "ddim", "ancestral")
-ODE_SAMPLERS = ("heun", "euler", "ddim")
+SAMPLERS = ("heun", "euler", "ddim", "dpm_2", "dpmpp_2m", "ancestral", "dpmpp_2m_sde")
+ODE_SAMPLERS = ("heun", "euler", "ddim", "dpm_2", "dpmpp_2m")
 DEFAULT_NFES = (4, 8, 16, 32, 64, 128)
-ORDER = {"heun": 2, "euler": 1, "ddim": 1}
+ORDER = {"heun": 2, "euler": 1, "ddim": 1, "dpm_2": 2, "dpmpp_2m": 2}
+TWO_CALLS = ("heun", "dpm_2")  # 2N - 1 evaluations for N steps ending at σ = 0
 
 
 @dataclasses.dataclass
@@ -76,17 +80,17 @@ class NFEResult:
 
 
 def steps_for(name: str, nfe: int) -> int:
-    """Steps $N$ giving at most `nfe` evaluations: $N = \\lfloor(\\mathrm{nfe}+1)/2\\rfloor$ for Heun, else `nfe`."""
-    return (nfe + 1) // 2 if name == "heun" else nfe
+    """Steps $N$ giving at most `nfe` evaluations: $N = \\lfloor(\\mathrm{nfe}+1)/2\\rfloor$ for Heun and DPM-Solver-2, else `nfe`."""
+    return (nfe + 1) // 2 if name in TWO_CALLS else nfe
 
 
 def evaluations(name: str, steps: int) -> int:
-    """Denoiser calls of `name` with `steps` steps ($2N-1$ for Heun, $N$ otherwise)."""
-    return 2 * steps - 1 if name == "heun" else steps
+    """Denoiser calls of `name` with `steps` steps ($2N-1$ for Heun and DPM-Solver-2, $N$ otherwise)."""
+    return 2 * steps - 1 if name in TWO_CALLS else steps
 
 
 def make_sampler(name: str, gmm: E.GaussianMixture, steps: int):
-    """A jitted batch sampler `f(x0, keys) -> x̂`: `x0` `(B, 2)` noise scaled by $\\sigma_{\\max}$, `keys` `(B,)` (ancestral only)."""
+    """A jitted batch sampler `f(x0, keys) -> x̂`: `x0` `(B, 2)` noise scaled by $\\sigma_{\\max}$, `keys` `(B,)` (stochastic samplers only)."""
     sigmas = E.edm_sigmas(steps)
     denoiser = E.denoiser_from_eps(gmm.eps)
     logsnrs = E.sigma_to_logsnr(sigmas[:-1])  # σ_N = 0 is λ = ∞: done below as the final denoise
@@ -97,6 +101,12 @@ def make_sampler(name: str, gmm: E.GaussianMixture, steps: int):
             return E.heun_sampler(denoiser, x0, sigmas)
         if name == "euler":
             return E.euler_sampler(denoiser, x0, sigmas)
+        if name == "dpm_2":
+            return E.dpm_2_sampler(denoiser, x0, sigmas)
+        if name == "dpmpp_2m":
+            return E.dpmpp_2m_sampler(denoiser, x0, sigmas)
+        if name == "dpmpp_2m_sde":
+            return E.dpmpp_2m_sde_sampler(denoiser, x0, sigmas, key=key)
         z0 = alpha0 * x0  # the VP point with the same λ as x_edm = x0
         if name == "ddim":
             z = E.ddim_sampler(gmm.eps, z0, logsnrs) if steps > 1 else z0
@@ -179,14 +189,14 @@ def measure(
 def format_table(result: NFEResult) -> str:
     """The two measures side by side, one row per NFE target, and the fitted orders."""
     n = len(result.nfe["euler"])
-    head = f"{'NFE':>5} | " + " ".join(f"{s + ' ODE':>12}" for s in ODE_SAMPLERS) + " | "
-    head += " ".join(f"{s + ' SW2':>13}" for s in SAMPLERS)
+    head = f"{'NFE':>5} | " + " ".join(f"{s + ' ODE':>13}" for s in ODE_SAMPLERS) + " | "
+    head += " ".join(f"{s + ' SW2':>17}" for s in SAMPLERS)
     lines = [head, "-" * len(head)]
     for j in range(n):
-        row = f"{result.nfe['euler'][j]:>5} | " + " ".join(f"{result.ode_error[s][j]:>12.2e}" for s in ODE_SAMPLERS)
-        lines.append(row + " | " + " ".join(f"{result.sliced_w2[s][j]:>13.2e}" for s in SAMPLERS))
+        row = f"{result.nfe['euler'][j]:>5} | " + " ".join(f"{result.ode_error[s][j]:>13.2e}" for s in ODE_SAMPLERS)
+        lines.append(row + " | " + " ".join(f"{result.sliced_w2[s][j]:>17.2e}" for s in SAMPLERS))
     lines.append(
-        f"(Heun: 2N-1 = NFE-1 evaluations. ODE: RMS distance to the float64 reference Heun with "
+        f"(Heun, DPM-2: 2N-1 = NFE-1 evaluations. ODE: RMS distance to the float64 reference Heun with "
         f"{result.fine_steps} steps (its error ~{result.fine_error:.0e}), {result.ode_batch} points. "
         f"SW2: sliced W2 to the exact mixture, {result.batch} samples; exact samples score "
         f"{result.sliced_w2_floor:.2e})"
@@ -205,7 +215,9 @@ def plot(result: NFEResult, path: str | Path) -> Path:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     # DDIM is Euler's method in (x/α, σ) (Karras et al. 2022, §3): its curves lie on Euler's.
-    styles = {"heun": "o-", "euler": "s-", "ddim": "x--", "ancestral": "^-"}
+    styles = {
+        "heun": "o-", "euler": "s-", "ddim": "x--", "dpm_2": "d-", "dpmpp_2m": "v-", "ancestral": "^-", "dpmpp_2m_sde": "P-",
+    }  # fmt: skip
     for s in ODE_SAMPLERS:
         ax1.loglog(result.nfe[s], result.ode_error[s], styles[s], label=f"{s} (fit order {result.order(s, 16):.2f})")
     nfe = np.asarray(result.nfe["euler"], float)

@@ -11,9 +11,12 @@ Runs, in one process:
    same loop as a jitted `lax.scan`. Both variances are float64 quadratures (`estimator_variance`).
 3. **Training-step overhead** (`train_overhead.py`): the library step against a minimal
    hand-written jitted step, ratio of median step times.
-4. **Sampler error against NFE** (`samplers_nfe.py`): Heun, Euler, DDIM, ancestral on a
-   Gaussian mixture with its exact denoiser; fitted orders and errors.
+4. **Sampler error against NFE** (`samplers_nfe.py`): Heun, Euler, DDIM, DPM-Solver-2,
+   DPM-Solver++(2M) (ODE and SDE), ancestral on a Gaussian mixture with its exact denoiser; fitted orders and errors.
 5. **U-Net training step** (`unet_throughput.py`): images/s and MFU (GPU only).
+6. **Sampler compile time** (`sampler_compile.py`): compile and run time of sampling the
+   digits U-Net and the mixture, one compiled step called $N$ times against the loop unrolled
+   in one program (and, for the mixture, one `lax.scan`).
 
 Absolute times depend on the machine and its load; the ratios are measured side by side.
 
@@ -42,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SECTIONS = ("ratios", "adaptive", "overhead", "samplers", "unet")
+SECTIONS = ("ratios", "adaptive", "overhead", "samplers", "unet", "compile")
 
 
 @dataclasses.dataclass
@@ -204,16 +207,42 @@ def run_unet(quick: bool) -> list[Row]:
             "U-Net training step (configs/digits.yaml)",
             "images/s",
             f"{r.images_per_second:,.0f}",
-            f"batch {r.batch}, {shape}, {r.params:,} params; {1e3 * r.seconds_per_step:.1f} ms/step; "
-            f"compile {r.compile_seconds:.0f} s",
+            f"batch {r.batch}, {shape}, {r.params:,} params, {r.precision}; {1e3 * r.seconds_per_step:.1f} ms/step; "
+            f"build {r.build_seconds:.1f} s, compile {r.compile_seconds:.0f} s",
         ),
         Row(
             "U-Net training step (configs/digits.yaml)",
             "MFU",
             "n/a" if r.mfu is None else f"{100 * r.mfu:.2f} %",
-            ("" if r.flops_per_step is None else f"{r.flops_per_step / 1e9:.2f} GFLOP/step (XLA); ") + r.mfu_text(),
+            f"{r.flops_per_step / 1e9:.2f} GFLOP/step (convolutions and matmuls, counted); " + r.mfu_text(),
         ),
     ]
+
+
+def run_compile(quick: bool) -> list[Row]:
+    from benchmarks import sampler_compile as sc
+
+    sizes = {"steps": 8, "other_steps": 6, "gmm_batch": 2000, "repeats": 2} if quick else {}
+    timings = {(t.model, t.variant): t for t in sc.run_all(**sizes)}
+    rows = []
+    for model in dict.fromkeys(m for m, _ in timings):
+        base, now = timings[(model, "unrolled")], timings[(model, "stepped")]
+        notes = (
+            f"run {base.run_s:.3g} s → {now.run_s:.3g} s (throughput ratio {base.run_s / now.run_s:.2f}); "
+            f"first call at another step count {base.new_steps_s:.1f} s → {now.new_steps_s:.1f} s"
+        )
+        if (model, "scan") in timings:
+            scan = timings[(model, "scan")]
+            notes += f"; one lax.scan: compile {scan.compile_s:.1f} s, run {scan.run_s:.3g} s"
+        rows.append(
+            Row(
+                f"sampling {model}",
+                "compile: unrolled → stepped",
+                f"{base.compile_s:.1f} → {now.compile_s:.1f} s",
+                notes,
+            )
+        )
+    return rows
 
 
 # --- output -------------------------------------------------------------------------------
@@ -264,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         "overhead": lambda: run_overhead(args.quick),
         "samplers": lambda: run_samplers(args.quick, args.plot),
         "unet": lambda: run_unet(args.quick),
+        "compile": lambda: run_compile(args.quick),
     }
     rows: list[Row] = []
     start = time.perf_counter()

@@ -481,3 +481,18 @@ def test_eqx_samplers_check_concrete_steps_and_noise():
         E.heun_sampler(lambda x, s: x, x, E.edm_sigmas(3), S_churn=5.0)
     with pytest.raises(ValueError, match=r"needs \(3, 3\)"):
         E.ancestral_sampler(lambda z, lam: z, x, jnp.asarray([-1.0, 0.0, 1.0, 2.0]), noise=jnp.ones((2, 3)))
+
+
+def test_sampler_compile_benchmark_variants_agree():
+    """`benchmarks/sampler_compile.py` times three ways to run the same Heun sampler; they must
+    draw the same samples up to float32 rounding (the unrolled program folds the constant
+    levels differently): |x| ≲ 3 amplified by Σ(√2σ_i − σ_{i+1})/σ_{i+1} ≈ 90 for
+    `edm_sigmas(6)` gives ~6e-8·3·90 ≈ 2e-5; measured 2.9e-6, bound 1e-4."""
+    from benchmarks import sampler_compile
+
+    eps, shape = sampler_compile.gmm_model()
+    timings = sampler_compile.measure(
+        eps, shape, "GMM", num=64, steps=6, other_steps=6, sigma_min=0.002, sigma_data=0.0, repeats=1
+    )
+    assert [t.variant for t in timings] == list(sampler_compile.VARIANTS)
+    assert all(t.max_diff < 1e-4 and t.run_s > 0 for t in timings)
