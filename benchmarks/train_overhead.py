@@ -21,8 +21,8 @@ import numpy as np
 import optax
 
 import eqx_impl as ex
+from eqx_impl.proposals import make_proposal
 from eqx_impl.train.config import OptimConfig
-from eqx_impl.train.proposal import make_proposal
 from eqx_impl.train.step import Trainer
 
 

@@ -53,6 +53,14 @@ if TYPE_CHECKING:
     )
     from eqx_impl.models import MLP, EpsModel, UNet, count_params
     from eqx_impl.ode_likelihood import dequantize, ode_bits_per_dim, ode_likelihood
+    from eqx_impl.proposals import (
+        AbstractProposal,
+        AdaptiveProposal,
+        FixedProposal,
+        LearnedProposal,
+        LearnedState,
+        make_proposal,
+    )
     from eqx_impl.samplers import (
         ancestral_sampler,
         ddim_sampler,

@@ -35,9 +35,9 @@ from eqx_impl import evaluation as ev
 from eqx_impl.analytic import GaussianData
 from eqx_impl.data import load as load_data
 from eqx_impl.importance import Adaptive, estimator_variance, optimal_variance
+from eqx_impl.proposals import AdaptiveProposal
 from eqx_impl.schedules import Cosine, EDMLogNormal, LinearLogSNR
 from eqx_impl.train.evaluate import draw_samples
-from eqx_impl.train.proposal import AdaptiveProposal
 from eqx_impl.train.step import stratified_uniforms
 from eqx_impl.weightings import EDM, ELBO, EpsCosine, Monotonic, Sigmoid
 from experiments.common import RESULTS, Budget, mean_se, train_seeds, write_json

@@ -114,24 +114,24 @@ def test_learned_schedule_gets_the_second_moment_gradient():
             density = -1.0 / schedule.dlogsnr_dt(u)
             return batch_losses(model, setup.weighting, x, logsnr, eps, density)
 
-        sched = eqx.filter_grad(lambda s: jnp.mean(losses(state.model, s) ** 2))(state.proposal_state)
-        model = eqx.filter_grad(lambda m: jnp.mean(losses(m, state.proposal_state)))(state.model)
+        sched = eqx.filter_grad(lambda s: jnp.mean(losses(state.model, s) ** 2))(state.proposal_state.schedule)
+        model = eqx.filter_grad(lambda m: jnp.mean(losses(m, state.proposal_state.schedule)))(state.model)
         return g, sched, model
 
     g, direct_sched, direct_model = both(state, x)
     scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(direct_sched))
     for name in ("l1_weight", "l2_weight", "l2_bias", "l3_weight"):
-        got, want = getattr(g.schedule_grads, name), getattr(direct_sched, name)
+        got, want = getattr(g.proposal_grads.schedule, name), getattr(direct_sched, name)
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * scale, err_msg=name)
     for name in ("l2_weight", "l2_bias", "l3_weight"):  # the network's shape parameters
-        assert float(jnp.max(jnp.abs(getattr(g.schedule_grads, name)))) > 1e-4 * scale, name
+        assert float(jnp.max(jnp.abs(getattr(g.proposal_grads.schedule, name)))) > 1e-4 * scale, name
     for got, want in zip(jax.tree.leaves(g.model_grads), jax.tree.leaves(direct_model), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     # With fixed endpoints l1's bias shifts γ, which the renormalisation removes: no gradient.
-    assert abs(float(g.schedule_grads.l1_bias)) <= 1e-5 * scale
+    assert abs(float(g.proposal_grads.schedule.l1_bias)) <= 1e-5 * scale
     # One step moves the schedule parameters.
     state1, _ = run_steps(trainer, state, x, jnp.arange(32, dtype=jnp.int32)[None])
-    assert not np.array_equal(state1.proposal_state.l3_weight, state.proposal_state.l3_weight)
+    assert not np.array_equal(state1.proposal_state.schedule.l3_weight, state.proposal_state.schedule.l3_weight)
     assert int(state1.step) == 1
 
 
@@ -161,7 +161,7 @@ def test_learned_schedule_reduces_the_estimator_second_moment():
     w = ref.Sigmoid(2.0)(lam)
     linear = 2.0 * 20.0 * np.trapezoid(w**2, lam)
     optimal = 2.0 * np.trapezoid(w, lam) ** 2
-    initial, trained = second_moment(setup.initial.proposal_state), second_moment(state.proposal_state)
+    initial, trained = second_moment(setup.initial.proposal_state.schedule), second_moment(state.proposal_state.schedule)
     np.testing.assert_allclose(initial, linear, rtol=1e-3)  # starts as the linear schedule
     assert optimal < trained < initial - 0.15 * (initial - optimal)
     # the model barely moved (lr 1e-12): ε̂ is still 0 to ~1e-10, so the closed form applies
@@ -298,7 +298,7 @@ def test_nonfinite_step_changes_no_parameter():
     setup, data, indices, state, metrics = _nan_batch_run("skip", bad_step=0, k=1)
     assert np.asarray(metrics["nonfinite"]).tolist() == [1] and not np.isfinite(metrics["loss"][0])
     assert int(state.step) == 1
-    for name in ("model", "ema", "opt_state", "proposal_state", "proposal_opt_state", "key"):
+    for name in ("model", "ema", "opt_state", "proposal_state", "key"):
         assert _same(getattr(state, name), getattr(setup.initial, name)), name
     # skip: the next steps in the same dispatch train normally
     setup, data, indices, state, metrics = _nan_batch_run("skip", bad_step=1)

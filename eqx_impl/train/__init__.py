@@ -34,33 +34,22 @@ if TYPE_CHECKING:
     )
     from eqx_impl.train.loop import Setup, TrainingDiverged, TrainResult, build, train
     from eqx_impl.train.preflight import PreflightError, PreflightReport, run_preflight
-    from eqx_impl.train.proposal import (
-        AbstractProposal,
-        AdaptiveProposal,
-        LearnedProposal,
-        ScheduleProposal,
-        make_proposal,
-    )
     from eqx_impl.train.state import TrainState
     from eqx_impl.train.step import Trainer, batch_losses, lower_steps, run_steps, stratified_uniforms
 
 __getattr__, __dir__, _ = lazy_exports(__name__, __file__)
 
 __all__ = [
-    "AbstractProposal",
-    "AdaptiveProposal",
     "CheckpointError",
     "Config",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
-    "LearnedProposal",
     "ModelConfig",
     "ObjectiveConfig",
     "OptimConfig",
     "PreflightError",
     "PreflightReport",
-    "ScheduleProposal",
     "Setup",
     "TrainConfig",
     "TrainResult",
@@ -75,7 +64,6 @@ __all__ = [
     "dump_config",
     "list_checkpoints",
     "load_checkpoint",
-    "make_proposal",
     "restore_latest",
     "run_preflight",
     "lower_steps",

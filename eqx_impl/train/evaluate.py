@@ -12,9 +12,8 @@ Metrics (`eval.metrics`):
 | `sliced_wasserstein`, `mmd` | two-sample distances, samples vs test set | any |
 | `nll_ode` | probability-flow ODE likelihood in bits/dim on the test split (`ode_nll`; levels dequantised uniformly), $\sigma \in [e^{-\lambda_{\max}/2}, e^{-\lambda_{\min}/2}]$ | any |
 
-The bound uses the training interval $[\lambda_{\min}, \lambda_{\max}]$ with the learned schedule
-when there is one, else `Cosine(λ_min, λ_max)` (an importance distribution only: any
-choice is unbiased).
+The bound uses the training interval $[\lambda_{\min}, \lambda_{\max}]$ with `Cosine(λ_min, λ_max)`
+as its importance distribution (any choice is unbiased; one for every run).
 """
 
 from __future__ import annotations
@@ -31,9 +30,9 @@ from eqx_impl import evaluation as ev
 from eqx_impl.data import Dataset
 from eqx_impl.evaluation.ode_likelihood import ode_nll
 from eqx_impl.models.precision import Precision
+from eqx_impl.proposals import AbstractProposal
 from eqx_impl.schedules import AbstractSchedule, Cosine
 from eqx_impl.train.config import Config
-from eqx_impl.train.proposal import AbstractProposal, LearnedProposal
 from eqx_impl.train.registry import normalize_name
 
 __all__ = ["draw_samples", "evaluate_model", "evaluation_schedule", "save_samples"]
@@ -41,13 +40,12 @@ __all__ = ["draw_samples", "evaluate_model", "evaluation_schedule", "save_sample
 GRID_MAX = 100
 
 
-def evaluation_schedule(config: Config, proposal: AbstractProposal, proposal_state) -> AbstractSchedule:
-    """The schedule used to integrate the bound over the training interval.
+def evaluation_schedule(config: Config) -> AbstractSchedule:
+    """The importance distribution of the bound over the training interval: its estimate is
+    unbiased whatever the distribution, so every run uses the same one.
 
-    **Returns:** the learned schedule, else `Cosine(λ_min, λ_max)`.
+    **Returns:** `Cosine(λ_min, λ_max)`.
     """
-    if isinstance(proposal, LearnedProposal):
-        return proposal_state
     return Cosine(config.objective.logsnr_min, config.objective.logsnr_max)
 
 
@@ -129,10 +127,11 @@ def evaluate_model(
     precision = Precision.create(config.train.precision)
     with precision.context():
         model = precision.cast(model)
-        return _evaluate_model(config, dataset, model, weighting, proposal, proposal_state, samples, metrics, progress)
+        del proposal, proposal_state  # the bound's estimate does not depend on them (see evaluation_schedule)
+        return _evaluate_model(config, dataset, model, weighting, samples, metrics, progress)
 
 
-def _evaluate_model(config, dataset, model, weighting, proposal, proposal_state, samples, metrics, progress):
+def _evaluate_model(config, dataset, model, weighting, samples, metrics, progress):
     e = config.eval
     metrics = list(e.metrics if metrics is None else metrics)
     model = eqx.nn.inference_mode(model)
@@ -144,7 +143,7 @@ def _evaluate_model(config, dataset, model, weighting, proposal, proposal_state,
         samples = draw_samples(config, model, dataset.shape, progress=progress)
     test = dataset.model_data("test")
     results: dict[str, Any] = {}
-    schedule = evaluation_schedule(config, proposal, proposal_state)
+    schedule = evaluation_schedule(config)
     for name in metrics:
         if name == "bpd":
             nelbo = ev.dataset_bpd(

@@ -33,6 +33,7 @@ import yaml
 
 from eqx_impl import data as data_lib
 from eqx_impl.models.precision import Precision
+from eqx_impl.proposals import AbstractProposal, make_proposal
 from eqx_impl.train import checkpoint as ckpt
 from eqx_impl.train import parallel
 from eqx_impl.train.config import (
@@ -48,7 +49,6 @@ from eqx_impl.train.optim import learning_rate
 from eqx_impl.train.plots import plot_loss_curve, plot_proposal
 from eqx_impl.train.preflight import PreflightReport, check_or_raise, run_preflight
 from eqx_impl.train.progress import MetricsLog, ProgressBar, read_metrics
-from eqx_impl.train.proposal import AbstractProposal, make_proposal
 from eqx_impl.train.registry import (
     build_dataset,
     build_model,
@@ -122,7 +122,9 @@ def build(config: Config, dataset: data_lib.Dataset | None = None) -> Setup:
     key = jax.random.key(config.train.seed)
     k_model, k_schedule, k_train = jax.random.split(key, 3)
     model = build_model(config, tuple(dataset.shape), config.model.sigma_data, key=k_model)
-    proposal = make_proposal(_init_schedule(_frozen(config, "objective"), k_schedule))
+    opt = config.optim
+    schedule = _init_schedule(_frozen(config, "objective"), k_schedule)
+    proposal = make_proposal(schedule, lr=opt.schedule_lr, b1=opt.b1, b2=opt.b2, eps=opt.eps)
     weighting = build_weighting(o.weighting, o.weighting_args, (o.logsnr_min, o.logsnr_max))
     dropout = float(config.model.args.get("dropout", 0.0)) > 0.0
     mesh = parallel.data_mesh(config.train.batch_size) if config.train.data_parallel else None

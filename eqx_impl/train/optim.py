@@ -12,7 +12,7 @@ import optax
 
 from eqx_impl.train.config import OptimConfig
 
-__all__ = ["ema_decay_at", "ema_update", "learning_rate", "model_optimizer", "schedule_optimizer"]
+__all__ = ["ema_decay_at", "ema_update", "learning_rate", "model_optimizer"]
 
 
 def learning_rate(config: OptimConfig, total_steps: int) -> Callable:
@@ -54,14 +54,6 @@ def model_optimizer(config: OptimConfig, total_steps: int) -> optax.GradientTran
     if config.grad_clip is None:
         return adamw
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
-
-
-def schedule_optimizer(config: OptimConfig) -> optax.GradientTransformation:
-    """Adam at `schedule_lr` for the learned schedule's parameters (no decay, no clipping).
-
-    **Returns:** an optax `GradientTransformation`.
-    """
-    return optax.adam(config.schedule_lr, b1=config.b1, b2=config.b2, eps=config.eps)
 
 
 def ema_decay_at(decay: float, step) -> jax.Array:

@@ -34,8 +34,8 @@ import reference as ref
 from eqx_impl.data import Dataset
 from eqx_impl.learned import Learned
 from eqx_impl.models.precision import FULL_FLOAT32
+from eqx_impl.proposals import AbstractProposal, AdaptiveProposal, LearnedProposal
 from eqx_impl.train.config import Config
-from eqx_impl.train.proposal import AbstractProposal, AdaptiveProposal, LearnedProposal
 from eqx_impl.train.registry import build_schedule, build_weighting
 from eqx_impl.train.step import batch_losses
 
@@ -211,7 +211,7 @@ def _eqx_losses(model, weighting, x, logsnr, eps, density):
 
 @eqx.filter_jit
 def _eqx_update(proposal, state, logsnr, values):
-    return proposal.update(state, logsnr, values)
+    return proposal.update(state, logsnr, values, None)
 
 
 def _describe_weighting(config: Config) -> str:
@@ -280,7 +280,7 @@ def _run_preflight(config, dataset, weighting, proposal, proposal_state, num_poi
             state = _eqx_update(proposal, state, jnp.asarray(lam, jnp.float32), jnp.asarray(values, jnp.float32))
         ref_logsnr, ref_density = ref_adaptive.sample(ref_state, u)
     elif isinstance(proposal, LearnedProposal):
-        ref_logsnr, ref_density = _learned_reference(state, u)
+        ref_logsnr, ref_density = _learned_reference(state.schedule, u)
     else:
         ref_schedule = build_schedule(config, package="reference")
         ref_logsnr = ref_schedule.logsnr(u)

@@ -15,8 +15,8 @@ __all__ = ["TrainState"]
 
 
 class TrainState(eqx.Module):
-    """Model, EMA model, optimiser state, proposal state (adaptive EMAs or learned schedule)
-    and its optimiser state, the step counter and the base RNG key (raw `uint32` key data,
+    """Model, EMA model, optimiser state, proposal state (`eqx_impl.proposals`: none, the
+    adaptive EMAs, or the learned schedule with its Adam state), the step counter and the base RNG key (raw `uint32` key data,
     so it serialises like any array). The key of step `s` is `fold_in(key, s)`: a run is a
     pure function of the seed, and resuming at step `s` draws exactly what it would have."""
 
@@ -24,7 +24,6 @@ class TrainState(eqx.Module):
     ema: EpsModel
     opt_state: Any
     proposal_state: Any
-    proposal_opt_state: Any
     step: Int[Array, ""]
     key: Array
 
@@ -37,22 +36,18 @@ class TrainState(eqx.Module):
         return jax.random.fold_in(self.base_key, self.step)
 
 
-def initial_state(model, opt, proposal, proposal_opt, *, key) -> TrainState:
+def initial_state(model, opt, proposal, *, key) -> TrainState:
     """A fresh state: EMA = model, zero step. `key` (typed) is the run's base key.
 
     **Returns:** a `TrainState`.
     """
     params = eqx.filter(model, eqx.is_inexact_array)
     proposal_state = proposal.init()
-    proposal_opt_state = None
-    if proposal.trainable:
-        proposal_opt_state = proposal_opt.init(eqx.filter(proposal_state, eqx.is_inexact_array))
     return TrainState(
         model=model,
         ema=model,
         opt_state=opt.init(params),
         proposal_state=proposal_state,
-        proposal_opt_state=proposal_opt_state,
         step=jnp.zeros((), jnp.int32),
         key=jax.random.key_data(key),
     )

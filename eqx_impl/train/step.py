@@ -7,14 +7,16 @@ $$\bar{\mathcal L} = \frac1B\sum_i \hat{\mathcal L}_i,\qquad
   \hat{\mathcal L}_i = \tfrac12\,\frac{w(\lambda_i)}{p_i}\,\ell_i(\lambda_i)$$
 (`weighted_loss`, vmapped), an unbiased estimate of $\mathcal L_w$ whatever the proposal.
 
-- Adaptive proposal: its state is updated with $w(\lambda_i)\ell_i = 2p_i\hat{\mathcal L}_i$.
-- Learned proposal (VDM App. I.2): the schedule parameters $\eta$ minimise the second moment
-  $\frac1B\sum_i\hat{\mathcal L}_i^2$ (with fixed endpoints its mean does not depend on $\eta$,
-  so this is the variance). $\hat{\mathcal L}_i$ depends on $\eta$ only through
-  $(\lambda_i, p_i)$, so the one backward pass that gives the model gradient also gives
-  $g_i = \partial\bar{\mathcal L}/\partial(\lambda_i, p_i)$, and
-  $\partial\frac1B\sum\hat{\mathcal L}_i^2/\partial(\lambda_i, p_i) = 2\hat{\mathcal L}_i g_i$
-  is pulled back through the schedule with its VJP.
+Every proposal (`eqx_impl.proposals`) is then updated the same way, with
+$w(\lambda_i)\ell_i = 2p_i\hat{\mathcal L}_i$ (what the adaptive proposal tracks) and the gradient of
+the second moment $\frac1B\sum_i\hat{\mathcal L}_i^2$ with respect to its state (what VDM's learned
+schedule descends, App. I.2; with fixed endpoints the mean does not depend on the schedule,
+so this is the variance). $\hat{\mathcal L}_i$ depends on the state only through
+$(\lambda_i, p_i)$, so the one backward pass that gives the model gradient also gives
+$g_i = \partial\bar{\mathcal L}/\partial(\lambda_i, p_i)$, and
+$\partial\frac1B\sum\hat{\mathcal L}_i^2/\partial(\lambda_i, p_i) = 2\hat{\mathcal L}_i g_i$
+is pulled back through `sample` with its VJP. A proposal that ignores the gradient costs
+nothing for it: XLA removes the unused computation.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from jax.sharding import Mesh
 
 from eqx_impl.losses import weighted_loss
 from eqx_impl.models.precision import FULL_FLOAT32, Precision
+from eqx_impl.proposals import AbstractProposal
 from eqx_impl.train.config import NONFINITE_POLICIES, OptimConfig
-from eqx_impl.train.optim import ema_decay_at, ema_update, model_optimizer, schedule_optimizer
+from eqx_impl.train.optim import ema_decay_at, ema_update, model_optimizer
 from eqx_impl.train.parallel import constrain_batch, constrain_replicated
-from eqx_impl.train.proposal import AbstractProposal
 from eqx_impl.train.state import TrainState, initial_state
 from eqx_impl.weightings import AbstractWeighting
 
@@ -74,7 +76,7 @@ class Gradients(NamedTuple):
     logsnr: Any
     density: Any
     model_grads: Any
-    schedule_grads: Any
+    proposal_grads: Any
 
 
 class Trainer(eqx.Module):
@@ -141,17 +143,12 @@ class Trainer(eqx.Module):
         """AdamW with warm-up and clipping for the model (see `optim.model_optimizer`)."""
         return model_optimizer(self.optim_config, self.total_steps)
 
-    @property
-    def proposal_optimizer(self) -> optax.GradientTransformation | None:
-        """Adam for a learned schedule, else `None`."""
-        return schedule_optimizer(self.optim_config) if self.proposal.trainable else None
-
     def init(self, model, *, key) -> TrainState:
         """The initial state for `model`; `key` (typed) is the run's base key.
 
         **Returns:** a `TrainState` at step 0.
         """
-        return initial_state(model, self.optimizer, self.proposal, self.proposal_optimizer, key=key)
+        return initial_state(model, self.optimizer, self.proposal, key=key)
 
     def losses(self, model, x, logsnr, eps, density, keys):
         """Per-example $\\hat{\\mathcal L}_i$ with the network cast to the precision policy's
@@ -170,34 +167,25 @@ class Trainer(eqx.Module):
         """Loss, per-example losses and gradients on the batch `x` (shape `(B, *data)`), in one
         forward and one backward pass through the network.
 
-        **Returns:** `Gradients`; `schedule_grads` (of the mean squared loss with respect to
-        the learned schedule) is `None` unless the proposal is trainable.
+        **Returns:** `Gradients`; `proposal_grads` is the gradient of the mean squared
+        estimate with respect to the proposal's state.
         """
         u, eps, keys = self.draw(state, x)
         params, static = eqx.partition(state.model, eqx.is_inexact_array)
-        trainable = self.proposal.trainable
-        if trainable:
-            (logsnr, density), pullback = jax.vjp(lambda s: self.proposal.sample(s, u), state.proposal_state)
-        else:
-            logsnr, density = self.proposal.sample(state.proposal_state, u)
+        (logsnr, density), pullback = eqx.filter_vjp(lambda s: self.proposal.sample(s, u), state.proposal_state)
 
         def objective(diff):
-            p, lam, dens = diff if trainable else (diff, logsnr, density)
+            p, lam, dens = diff
             losses = self.losses(eqx.combine(p, static), x, lam, eps, dens, keys)
             return jnp.mean(losses), losses
 
-        diff = (params, logsnr, density) if trainable else params
-        (loss, losses), grads = jax.value_and_grad(objective, has_aux=True)(diff)
+        (loss, losses), (model_grads, g_logsnr, g_density) = jax.value_and_grad(objective, has_aux=True)(
+            (params, logsnr, density)
+        )
         losses = jax.lax.stop_gradient(losses)
-        schedule_grads = None
-        if trainable:
-            model_grads, g_logsnr, g_density = grads
-            # d/dη mean(L̂²) = mean(2 L̂_i dL̂_i/dη), and L̂_i depends on η through (λ_i, p_i) only.
-            (schedule_grads,) = pullback((2.0 * losses * g_logsnr, 2.0 * losses * g_density))
-            schedule_grads = eqx.filter(schedule_grads, eqx.is_inexact_array)
-        else:
-            model_grads = grads
-        return Gradients(loss, losses, logsnr, density, model_grads, schedule_grads)
+        # d/dstate mean(L̂²) = mean(2 L̂_i dL̂_i/dstate); L̂_i depends on the state through (λ_i, p_i) only.
+        (proposal_grads,) = pullback((2.0 * losses * g_logsnr, 2.0 * losses * g_density))
+        return Gradients(loss, losses, logsnr, density, model_grads, proposal_grads)
 
     def step(self, state: TrainState, x) -> tuple[TrainState, dict]:
         """One optimisation step on the batch `x` (shape `(B, *data)`).
@@ -218,34 +206,24 @@ class Trainer(eqx.Module):
         model = eqx.apply_updates(state.model, updates)
         ema = ema_update(state.ema, model, ema_decay_at(self.optim_config.ema_decay, state.step))
 
-        proposal_state, proposal_opt_state = state.proposal_state, state.proposal_opt_state
-        if self.proposal.trainable:
-            sched_params = eqx.filter(proposal_state, eqx.is_inexact_array)
-            with jax.numpy_dtype_promotion("standard"):
-                sched_updates, proposal_opt_state = self.proposal_optimizer.update(
-                    g.schedule_grads, proposal_opt_state, sched_params
-                )
-            proposal_state = eqx.apply_updates(proposal_state, sched_updates)
-        else:
-            # w(λ)·ℓ = 2 p(λ) L̂: what the adaptive proposal tracks (a no-op for fixed ones).
-            proposal_state = self.proposal.update(proposal_state, g.logsnr, 2.0 * g.density * g.losses)
+        # w(λ)·ℓ = 2 p(λ) L̂ and the gradient of mean(L̂²): what the proposals follow.
+        proposal_state = self.proposal.update(
+            state.proposal_state, g.logsnr, 2.0 * g.density * g.losses, g.proposal_grads
+        )
 
         # A finite loss and ‖g‖² (so every g and g², no Adam second moment overflows) keep the
         # model's Adam moments (convex combinations of g and g²), its step (divided by √v̂ + ε,
         # ε > 0 as the config requires), the parameters and their EMA finite short of growing
         # past the dtype's largest value: the big trees need no check of their own. (Checking
         # each of their ~500 leaves made XLA:CPU compile the digits U-Net step in 59-152 s
-        # instead of about 20 s.) The proposal's trees are small and checked leaf by leaf.
+        # instead of about 20 s.) The proposal's state is small and checked leaf by leaf.
         grad_sq_norm = optax.tree.norm(g.model_grads, squared=True)
-        finite = jnp.isfinite(grad_sq_norm) & _all_finite(
-            (g.loss, g.schedule_grads, proposal_state, proposal_opt_state)
-        )
+        finite = jnp.isfinite(grad_sq_norm) & _all_finite((g.loss, proposal_state))
         new_state = TrainState(
             model=_select(finite, model, state.model),
             ema=_select(finite, ema, state.ema),
             opt_state=_select(finite, opt_state, state.opt_state),
             proposal_state=_select(finite, proposal_state, state.proposal_state),
-            proposal_opt_state=_select(finite, proposal_opt_state, state.proposal_opt_state),
             step=state.step + 1,
             key=state.key,
         )
