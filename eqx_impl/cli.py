@@ -378,7 +378,8 @@ def compilation_cache_dir() -> str | None:
 def prepare_jax_environment(*, verbose: bool = False) -> None:
     """Settings that JAX reads when it is imported (so this runs first; a process that has
     already imported JAX is left as it is): the persistent compilation cache
-    (`compilation_cache_dir`) unless `JAX_COMPILATION_CACHE_DIR` is set, and
+    (`compilation_cache_dir`, keeping programs that took >= 0.1 s to compile) unless
+    `JAX_COMPILATION_CACHE_DIR` is set, and
     `TF_CPP_MIN_LOG_LEVEL=3` (no XLA C++ log lines) unless it is set or `verbose`.
     """
     if "jax" in sys.modules:
@@ -388,6 +389,10 @@ def prepare_jax_environment(*, verbose: bool = False) -> None:
     cache = compilation_cache_dir()
     if cache is not None:
         os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
+        # JAX's default keeps only programs that took >= 1 s to compile; the many 0.1-1 s ones
+        # of a run (sampler pieces, metrics) add up: a second `sample` of a small run took
+        # 8.5 s with 0.1 s against 11.6 s with 1 s (18.8-22.9 s without the cache).
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 
 _COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "evaluate": _cmd_evaluate, "plot": _cmd_plot}

@@ -170,7 +170,7 @@ def test_help_for_each_subcommand(command, capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: weighted-elbo {command}")
-    assert "--run-dir" in out
+    assert "--run-dir" in out and "--verbose" in out
 
 
 def test_module_entry_point_help():
