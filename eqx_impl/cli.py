@@ -128,7 +128,8 @@ def parser() -> argparse.ArgumentParser:
         "evaluate",
         help="evaluate a trained run",
         description="Compute metrics of a run's checkpoint (EMA weights): bpd, fd, "
-        "gmm_nll, bayes_gap, sliced_wasserstein, mmd.",
+        "gmm_nll, bayes_gap, sliced_wasserstein, mmd, nll_ode, loss_profile (loss per noise "
+        "level; writes RUN_DIR/loss_profile.png).",
     )
     _add_run_args(p)
     p.add_argument("--metrics", help="comma-separated metrics (default: eval.metrics)")
@@ -159,6 +160,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 def _format_metrics(values: dict) -> str:
     parts = []
     for k, v in values.items():
+        if isinstance(v, dict | list):  # curves (loss_profile): in the JSON, not on one line
+            continue
         parts.append(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}")
     return ", ".join(parts)
 
@@ -175,6 +178,8 @@ def _cmd_train(args) -> int:
                 f"--num-processes must be >= 1 and --process-id in [0, --num-processes), got "
                 f"{args.num_processes} and {args.process_id}; number the processes 0 ... N-1."
             )
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ConfigError(f"stop_after (--stop-after) must be an integer >= 1 or None, got {args.stop_after!r}.")
     config = load_config(args.config, args.overrides)  # before JAX loads: errors come back at once
     from eqx_impl.train import parallel, train
 
@@ -306,6 +311,7 @@ def _cmd_evaluate(args) -> int:
         state.proposal_state,
         metrics=metrics,
         progress=not args.no_progress,
+        out_dir=Path(args.run_dir),
     )
     out = args.out or Path(args.run_dir) / "evaluation.json"
     record = {"checkpoint": str(path), "step": int(state.step), "ema": not args.raw, **values}
@@ -350,12 +356,13 @@ _USER_ERRORS = {
     "eqx_impl.train.checkpoint": "CheckpointError",
     "eqx_impl.train.preflight": "PreflightError",
     "eqx_impl.train.loop": "TrainingDiverged",
+    "eqx_impl.train.fit": "TrainingDiverged",
 }
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    loaded = [getattr(sys.modules[m], name) for m, name in _USER_ERRORS.items() if m in sys.modules]
-    return (*loaded, OSError)
+    loaded = [getattr(sys.modules[m], name, None) for m, name in _USER_ERRORS.items() if m in sys.modules]
+    return (*(error for error in loaded if isinstance(error, type)), OSError)
 
 
 def compilation_cache_dir() -> str | None:

@@ -348,7 +348,8 @@ import sys
 from eqx_impl.cli import main
 codes = [main(["train", "--set", "train.steps=0"]), main(["evaluate", "--run-dir", {str(run)!r}, "--set", "train.steps=1"]),
          main(["sample", "--run-dir", {str(tmp_path / "absent")!r}]), main(["plot", "--run-dir", {str(tmp_path)!r}]),
-         main(["evaluate", "--run-dir", {str(run)!r}, "--metrics", "fid"]), main(["sample", "--run-dir", {str(run)!r}, "--steps", "1"])]
+         main(["evaluate", "--run-dir", {str(run)!r}, "--metrics", "fid"]), main(["sample", "--run-dir", {str(run)!r}, "--steps", "1"]),
+         main(["train", "--stop-after", "0"])]
 try:
     main(["train", "--help"])
 except SystemExit as exit:
@@ -356,7 +357,7 @@ except SystemExit as exit:
 print(codes, sorted(m for m in ("jax", "equinox", "eqx_impl.train.loop") if m in sys.modules))
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.stdout.splitlines()[-1] == "[2, 2, 2, 2, 2, 2, 0] []", done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "[2, 2, 2, 2, 2, 2, 2, 0] []", done.stdout + done.stderr
     errors = done.stderr.splitlines()
     assert errors == [
         "weighted-elbo train: error: train.steps must be an integer >= 1, got 0.",
@@ -367,6 +368,7 @@ print(codes, sorted(m for m in ("jax", "equinox", "eqx_impl.train.loop") if m in
         "that `train` wrote.",
         errors[4],
         "weighted-elbo sample: error: --steps 1: must be an integer >= 2 (or left out for the run's eval.* value).",
+        "weighted-elbo train: error: stop_after (--stop-after) must be an integer >= 1 or None, got 0.",
     ]
     assert errors[4].startswith("weighted-elbo evaluate: error: --metrics: unknown metric 'fid'; known: bpd")
 
