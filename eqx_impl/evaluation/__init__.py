@@ -3,6 +3,8 @@ two-sample metrics, exact GMM metrics and the Fréchet classifier distance.
 
 from eqx_impl import evaluation as ev
 nll = ev.dataset_bpd(model, dataset, key=key, schedule=schedule)      # nll.bpd.mean
+prof = ev.loss_profile(model, dataset.model_data("test"), key=key, logsnr_min=-10.0,
+                       logsnr_max=10.0, weighting=w)                      # prof.diffusion_bpd
 ode = ev.ode_nll(model, dataset.test, key=key, sigma_min=0.002, sigma_max=80.0,
                  num_levels=dataset.num_levels)                          # ode.bpd.mean
 x = ev.generate(model, 64, dataset.shape, key=key, sampler="heun")
@@ -33,6 +35,7 @@ from eqx_impl.evaluation.likelihood import (
     negative_elbo_terms,
     stratified_times,
 )
+from eqx_impl.evaluation.loss_profile import LossProfile, loss_profile, plot_loss_profile
 from eqx_impl.evaluation.metrics import (
     PermutationTest,
     median_bandwidth,
@@ -49,6 +52,7 @@ __all__ = [
     "Classifier",
     "ClassifierConfig",
     "Estimate",
+    "LossProfile",
     "NegativeELBO",
     "ODENegativeLogLikelihood",
     "PermutationTest",
@@ -64,6 +68,7 @@ __all__ = [
     "generate",
     "image_grid",
     "load_classifier",
+    "loss_profile",
     "map_batches",
     "median_bandwidth",
     "mixture_from_dataset",
@@ -72,6 +77,7 @@ __all__ = [
     "negative_elbo_terms",
     "ode_nll",
     "permutation_test",
+    "plot_loss_profile",
     "sampler_steps",
     "save_grid",
     "sliced_wasserstein",

@@ -140,7 +140,8 @@ class EvalConfig:
     """After training (and in `evaluate`/`sample`): `num_samples` samples with `sampler`
     (`heun`, `euler`, `stochastic`, `dpm_2`, `dpmpp_2m`, `dpmpp_2m_sde`, `ancestral`, `ddim`)
     in `sampling_steps` steps, and the
-    `metrics` (`bpd`, `fd`, `gmm_nll`, `bayes_gap`, `sliced_wasserstein`, `mmd`, `nll_ode`). `unroll`
+    `metrics` (`bpd`, `fd`, `gmm_nll`, `bayes_gap`, `sliced_wasserstein`, `mmd`, `nll_ode`,
+    `loss_profile`). `unroll`
     unrolls the sampler's loop (`null`: for a `unet`, whose convolutions XLA:CPU runs many
     times slower inside a loop). `nll_ode` (probability-flow ODE likelihood) integrates with RK4
     in `ode_steps` steps; `ode_probes`: Hutchinson probes per example (`null`: the exact
@@ -172,7 +173,7 @@ class Config:
         check_values(self)
 
 
-METRICS = ("bpd", "fd", "gmm_nll", "bayes_gap", "sliced_wasserstein", "mmd", "nll_ode")
+METRICS = ("bpd", "fd", "gmm_nll", "bayes_gap", "sliced_wasserstein", "mmd", "nll_ode", "loss_profile")
 LR_DECAYS = ("constant", "cosine")
 NONFINITE_POLICIES = ("skip", "stop")
 PRECISIONS = ("auto", "float32", "tf32", "bfloat16")  # eqx_impl.models.precision.PRECISIONS

@@ -11,6 +11,7 @@ Metrics (`eval.metrics`):
 | `bayes_gap` | weighted loss of the model minus the Bayes-optimal one | gmm |
 | `sliced_wasserstein`, `mmd` | two-sample distances, samples vs test set | any |
 | `nll_ode` | probability-flow ODE likelihood in bits/dim on the test split (`ode_nll`; levels dequantised uniformly), $\sigma \in [e^{-\lambda_{\max}/2}, e^{-\lambda_{\min}/2}]$ | any |
+| `loss_profile` | $\ell(\lambda)$ on the test split at `PROFILE_POINTS` levels over the training interval (`loss_profile`): the ELBO integrand, the run's $\tfrac12 w\ell$, their densities over $\lambda$; curves under `loss_profile`, and `loss_profile.png` in `out_dir` | any |
 
 The bound uses the training interval $[\lambda_{\min}, \lambda_{\max}]$ with `Cosine(λ_min, λ_max)`
 as its importance distribution (any choice is unbiased; one for every run).
@@ -28,6 +29,7 @@ import numpy as np
 
 from eqx_impl import evaluation as ev
 from eqx_impl.data import Dataset
+from eqx_impl.evaluation.loss_profile import loss_profile, plot_loss_profile
 from eqx_impl.evaluation.ode_likelihood import ode_nll
 from eqx_impl.models.precision import Precision
 from eqx_impl.proposals import AbstractProposal
@@ -38,6 +40,7 @@ from eqx_impl.train.registry import normalize_name
 __all__ = ["draw_samples", "evaluate_model", "evaluation_schedule", "save_samples"]
 
 GRID_MAX = 100
+PROFILE_POINTS = 64  # λ grid of the loss_profile metric (trapezoid bias ~h², h = (λmax-λmin)/63)
 
 
 def evaluation_schedule(config: Config) -> AbstractSchedule:
@@ -118,26 +121,30 @@ def evaluate_model(
     samples: np.ndarray | None = None,
     metrics: list[str] | None = None,
     progress: bool = False,
+    out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Compute `metrics` (default `eval.metrics`) for `model`, its network run under
     `train.precision`; `samples` are drawn if a metric needs them and none are given.
+    `out_dir`: where metrics with a plot write it (`loss_profile.png`); `None`: no plots.
 
-    **Returns:** a flat dict of floats (e.g. `bpd`, `bpd_stderr`, `fd`).
+    **Returns:** a flat dict of floats (e.g. `bpd`, `bpd_stderr`, `fd`); `loss_profile` adds
+    its curves as a dict of lists under the key `loss_profile`.
     """
     precision = Precision.create(config.train.precision)
     with precision.context():
         model = precision.cast(model)
         del proposal, proposal_state  # the bound's estimate does not depend on them (see evaluation_schedule)
-        return _evaluate_model(config, dataset, model, weighting, samples, metrics, progress)
+        return _evaluate_model(config, dataset, model, weighting, samples, metrics, progress, out_dir)
 
 
-def _evaluate_model(config, dataset, model, weighting, samples, metrics, progress):
+def _evaluate_model(config, dataset, model, weighting, samples, metrics, progress, out_dir=None):
     e = config.eval
     metrics = list(e.metrics if metrics is None else metrics)
     model = eqx.nn.inference_mode(model)
     key = jax.random.key(e.seed)
     k_bpd, k_gap, k_sw = jax.random.split(jax.random.fold_in(key, 1), 3)
     k_ode = jax.random.fold_in(key, 2)
+    k_profile = jax.random.fold_in(key, 3)
     needs_samples = {"fd", "gmm_nll", "sliced_wasserstein", "mmd"}
     if samples is None and needs_samples & set(metrics):
         samples = draw_samples(config, model, dataset.shape, progress=progress)
@@ -205,6 +212,25 @@ def _evaluate_model(config, dataset, model, weighting, samples, metrics, progres
                 progress=progress,
             )
             results.update(nll.to_dict())
+        elif name == "loss_profile":
+            profile = loss_profile(
+                model,
+                test if e.bpd_examples is None else test[: e.bpd_examples],
+                key=k_profile,
+                logsnr_min=config.objective.logsnr_min,
+                logsnr_max=config.objective.logsnr_max,
+                weighting=weighting,
+                num_logsnr=PROFILE_POINTS,
+                batch_size=e.batch_size,
+                progress=progress,
+            )
+            results.update(profile.to_dict())
+            results["loss_profile"] = profile.curves()
+            if out_dir is not None:
+                png = plot_loss_profile(
+                    profile, Path(out_dir) / "loss_profile.png", weighting_name=config.objective.weighting
+                )
+                results["loss_profile_png"] = str(png)
         else:
             raise ValueError(f"unknown metric {name!r}")
     return results
