@@ -19,8 +19,8 @@ from eqx_impl.train import (
     PreflightError,
     TrainingDiverged,
     build,
+    fit,
     load_checkpoint,
-    loop,
     registry,
     run_preflight,
     run_steps,
@@ -395,10 +395,10 @@ class _NaNSigmoid(ex.Sigmoid):
 
 
 def test_skip_policy_gives_up_after_a_run_of_nonfinite_steps(monkeypatch, tmp_path):
-    """skip: `loop.MAX_CONSECUTIVE_SKIPS` non-finite steps in a row raise `TrainingDiverged`
+    """skip: `fit.MAX_CONSECUTIVE_SKIPS` non-finite steps in a row raise `TrainingDiverged`
     (the run does not finish and evaluate an untrained model), with the state saved."""
     monkeypatch.setitem(registry.WEIGHTINGS, "sigmoid", registry.Entry(_NaNSigmoid, ref.Sigmoid))
-    monkeypatch.setattr(loop, "MAX_CONSECUTIVE_SKIPS", 4)
+    monkeypatch.setattr(fit, "MAX_CONSECUTIVE_SKIPS", 4)
     config = tiny_config(steps=30, nonfinite="skip")
     with pytest.raises(TrainingDiverged, match=r"Every step from 1 to 4 .*diverged.*saved in"):
         train(config, run_dir=tmp_path / "run", preflight=False, progress=False, evaluate=False, echo=lambda _: None)

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
         dump_config,
         load_config,
     )
-    from eqx_impl.train.loop import Setup, TrainingDiverged, TrainResult, build, train
+    from eqx_impl.train.fit import TrainingDiverged
+    from eqx_impl.train.loop import Setup, TrainResult, build, train
     from eqx_impl.train.preflight import PreflightError, PreflightReport, run_preflight
     from eqx_impl.train.state import TrainState
     from eqx_impl.train.step import Trainer, batch_losses, lower_steps, run_steps, stratified_uniforms

@@ -246,95 +246,98 @@ def run_preflight(
 
 def _run_preflight(config, dataset, weighting, proposal, proposal_state, num_points, seed) -> PreflightReport:
     rng = np.random.default_rng(seed)
+    report = PreflightReport(jax.devices()[0].platform, num_points)
+    ref_weighting, check = _check_weighting(config, weighting, rng, num_points)
+    report.checks.append(check)
+    draws, checks = _check_proposal(config, proposal, proposal_state, ref_weighting, rng, num_points)
+    report.checks.extend(checks)
+    report.checks.append(_check_loss(config, dataset, weighting, ref_weighting, draws, rng))
+    return report
+
+
+def _check_weighting(config, weighting, rng, num_points):
+    """1. The weighting on a stratified grid of the interval (endpoints included).
+
+    **Returns:** `(the reference weighting, its Check)`.
+    """
     o = config.objective
     lo, hi = float(o.logsnr_min), float(o.logsnr_max)
-    report = PreflightReport(jax.devices()[0].platform, num_points)
-
-    # 1. weighting on a stratified grid of the interval (endpoints included)
     grid = lo + (hi - lo) * _stratified(num_points, rng)
     grid[0], grid[-1] = lo, hi
     grid = _f64(grid.astype(np.float32))
     ref_weighting = build_weighting(o.weighting, o.weighting_args, (lo, hi), package="reference")
     w_eqx = _eqx_weighting(weighting, jnp.asarray(grid, jnp.float32))
-    report.checks.append(
-        _compare(
-            f"weighting {_describe_weighting(config)}",
-            w_eqx,
-            ref_weighting(grid),
-            rtol=RTOL,
-            where=[f"logsnr={v:.6g}" for v in grid],
-        )
+    where = [f"logsnr={v:.6g}" for v in grid]
+    return ref_weighting, _compare(
+        f"weighting {_describe_weighting(config)}", w_eqx, ref_weighting(grid), rtol=RTOL, where=where
     )
 
-    # 2. proposal: λ(u) and p(λ)
+
+def _reference_draws(config, proposal, state, ref_weighting, rng, u):
+    """The proposal's state after identical updates on both sides (adaptive), and the
+    reference's `(logsnr, density)` at `u`, or `(logsnr, None)` for a fixed schedule, whose
+    reference density is then taken at the λ eqx drew.
+
+    **Returns:** `(eqx state, ref_logsnr, ref_density, ref_schedule or None)`.
+    """
+    if isinstance(proposal, LearnedProposal):
+        return (state, *_learned_reference(state.schedule, u), None)
+    ref_schedule = build_schedule(config, package="reference")
+    if not isinstance(proposal, AdaptiveProposal):
+        return state, ref_schedule.logsnr(u), None, ref_schedule
+    lo, hi = proposal.logsnr_range
+    ref_state = ref_schedule.init()
+    for _ in range(3):  # identical synthetic updates so the proposal is not uniform
+        lam = _f64((lo + (hi - lo) * rng.random(len(u))).astype(np.float32))
+        values = _f64((ref_weighting(lam) * (1.0 + 63.0 * special.expit(-lam))).astype(np.float32))
+        ref_state = ref_schedule.update(ref_state, lam, values)
+        state = _eqx_update(proposal, state, jnp.asarray(lam, jnp.float32), jnp.asarray(values, jnp.float32))
+    return (state, *ref_schedule.sample(ref_state, u), None)
+
+
+def _check_proposal(config, proposal, proposal_state, ref_weighting, rng, num_points):
+    """2. The proposal: λ(u) and p(λ) at stratified u.
+
+    **Returns:** `((logsnr, density, ref_density), [Check, Check])`.
+    """
     u = _stratified(num_points, rng)
-    u32 = jnp.asarray(u, jnp.float32)
-    state = proposal_state
-    if isinstance(proposal, AdaptiveProposal):
-        ref_adaptive = build_schedule(config, package="reference")
-        ref_state = ref_adaptive.init()
-        for _ in range(3):  # identical synthetic updates so the proposal is not uniform
-            lam = _f64((lo + (hi - lo) * rng.random(num_points)).astype(np.float32))
-            values = _f64((ref_weighting(lam) * (1.0 + 63.0 * special.expit(-lam))).astype(np.float32))
-            ref_state = ref_adaptive.update(ref_state, lam, values)
-            state = _eqx_update(proposal, state, jnp.asarray(lam, jnp.float32), jnp.asarray(values, jnp.float32))
-        ref_logsnr, ref_density = ref_adaptive.sample(ref_state, u)
-    elif isinstance(proposal, LearnedProposal):
-        ref_logsnr, ref_density = _learned_reference(state.schedule, u)
-    else:
-        ref_schedule = build_schedule(config, package="reference")
-        ref_logsnr = ref_schedule.logsnr(u)
-        ref_density = None
-    logsnr, density = (np.asarray(v, np.float64) for v in _eqx_sample(proposal, state, u32))
-    if ref_density is None:  # a fixed schedule: its density at the very λ eqx produced
-        ref_density = ref_schedule.density(logsnr)
-    name = config.objective.schedule
-    where_u = [f"u={v:.8g}" for v in u]
-    report.checks.append(
-        _compare(
-            f"proposal {name}: logsnr(u)",
-            logsnr,
-            ref_logsnr,
-            atol=LOGSNR_ATOL * np.maximum(1.0, np.abs(ref_logsnr)),
-            where=where_u,
-        )
+    state, ref_logsnr, ref_density, ref_schedule = _reference_draws(
+        config, proposal, proposal_state, ref_weighting, rng, u
     )
-    report.checks.append(_compare(f"proposal {name}: density", density, ref_density, rtol=RTOL, where=where_u))
+    logsnr, density = (np.asarray(v, np.float64) for v in _eqx_sample(proposal, state, jnp.asarray(u, jnp.float32)))
+    if ref_density is None:
+        ref_density = ref_schedule.density(logsnr)
+    name, where = config.objective.schedule, [f"u={v:.8g}" for v in u]
+    atol = LOGSNR_ATOL * np.maximum(1.0, np.abs(ref_logsnr))
+    checks = [
+        _compare(f"proposal {name}: logsnr(u)", logsnr, ref_logsnr, atol=atol, where=where),
+        _compare(f"proposal {name}: density", density, ref_density, rtol=RTOL, where=where),
+    ]
+    return (logsnr, density, ref_density), checks
 
-    # 3. the weighted loss through the training step's loss function
+
+def _check_loss(config, dataset, weighting, ref_weighting, draws, rng) -> Check:
+    """3. The weighted loss through the training step's loss function, with a random probe
+    network predicting the configured target. **Returns:** the `Check`."""
+    o, (logsnr, density, ref_density) = config.objective, draws
     x_all = dataset.model_data("train")
-    x = np.asarray(x_all[rng.integers(0, len(x_all), num_points)], np.float32)
+    x = np.asarray(x_all[rng.integers(0, len(x_all), len(logsnr))], np.float32)
     eps = rng.standard_normal(x.shape).astype(np.float32)
-    dim = math.prod(x.shape[1:])
-    params = _probe_params(dim, 32, rng)
+    params = _probe_params(math.prod(x.shape[1:]), 32, rng)
     probe = _ProbeNet([(jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)) for w, b in params])
     model = ex.EpsModel(probe, o.target, config.model.sigma_data, config.model.normalize_input)
-    losses = _eqx_losses(
-        model,
-        weighting,
-        jnp.asarray(x),
-        jnp.asarray(logsnr, jnp.float32),
-        jnp.asarray(eps),
-        jnp.asarray(density, jnp.float32),
-    )
+    f32 = [jnp.asarray(v, jnp.float32) for v in (x, logsnr, eps, density)]
+    losses = _eqx_losses(model, weighting, *f32)
     params32 = [(_f64(np.float32(w)), _f64(np.float32(b))) for w, b in params]
     ref_model = _reference_eps_model(params32, o.target, model.sigma_data, model.normalize_input)
     ref_losses = np.array(
         [
             ref.weighted_loss(ref_model, _f64(x[i]), logsnr[i], _f64(eps[i]), ref_weighting, ref_density[i])
-            for i in range(num_points)
+            for i in range(len(logsnr))
         ]
     )
-    report.checks.append(
-        _compare(
-            f"weighted loss (target {o.target}, probe network)",
-            losses,
-            ref_losses,
-            rtol=RTOL,
-            where=[f"logsnr={v:.6g}" for v in logsnr],
-        )
-    )
-    return report
+    where = [f"logsnr={v:.6g}" for v in logsnr]
+    return _compare(f"weighted loss (target {o.target}, probe network)", losses, ref_losses, rtol=RTOL, where=where)
 
 
 def check_or_raise(report: PreflightReport) -> PreflightReport:
