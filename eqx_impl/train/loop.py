@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +33,7 @@ from eqx_impl import data as data_lib
 from eqx_impl.models.precision import Precision
 from eqx_impl.proposals import AbstractProposal, make_proposal
 from eqx_impl.train import parallel
-from eqx_impl.train.config import Config, ConfigError, config_from_dict, config_to_dict
+from eqx_impl.train.config import Config, ConfigError
 from eqx_impl.train.evaluate import draw_samples, evaluate_model, save_samples
 from eqx_impl.train.fit import fit
 from eqx_impl.train.plots import plot_loss_curve, plot_proposal
@@ -53,18 +52,6 @@ from eqx_impl.train.state import TrainState
 from eqx_impl.train.step import Trainer, init_state
 
 __all__ = ["Setup", "TrainResult", "build", "train", "write_plots"]
-
-
-def _frozen(config: Config, *sections: str) -> str:
-    """Sections of the config as canonical JSON: a hashable, static argument for `jit`."""
-    values = config_to_dict(config)
-    return json.dumps({name: values[name] for name in sections}, sort_keys=True)
-
-
-# A learned schedule's network is small; its initialiser runs under `jit` (one compilation).
-@eqx.filter_jit
-def _init_schedule(frozen_config: str, key):
-    return build_schedule(config_from_dict(json.loads(frozen_config)), key=key)
 
 
 @dataclass
@@ -92,7 +79,7 @@ def build(config: Config, dataset: data_lib.Dataset | None = None) -> Setup:
     k_model, k_schedule, k_train = jax.random.split(key, 3)
     model = build_model(config, tuple(dataset.shape), config.model.sigma_data, key=k_model)
     opt = config.optim
-    schedule = _init_schedule(_frozen(config, "objective"), k_schedule)
+    schedule = build_schedule(config, key=k_schedule)
     proposal = make_proposal(schedule, lr=opt.schedule_lr, b1=opt.b1, b2=opt.b2, eps=opt.eps)
     weighting = build_weighting(o.weighting, o.weighting_args, (o.logsnr_min, o.logsnr_max))
     dropout = float(config.model.args.get("dropout", 0.0)) > 0.0
