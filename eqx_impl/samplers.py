@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 
 import jax
+import jax.core  # the Tracer checks below; `import jax` alone does not declare it
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -110,7 +111,7 @@ def heun_step(
         gamma = jnp.where(inside, gamma_max, jnp.zeros((), x.dtype))
         sigma_hat = sigma * (1.0 + gamma)
         # √(σ̂² − σ²) = σ√(γ(2+γ)), without the cancellation; γ = 0 leaves x unchanged
-        x = x + sigma * jnp.sqrt(gamma * (2.0 + gamma)) * S_noise * xi
+        x = x + sigma * jnp.sqrt(gamma * (2.0 + gamma)) * S_noise * xi  # pyright: ignore[reportOperatorIssue]  # churn comes with xi
         sigma = sigma_hat
     d = (x - denoiser(x, sigma)) / sigma
     x_next = x + (sigma_next - sigma) * d
@@ -167,7 +168,7 @@ def dpmpp_2m_step(
         x = (sigma_next / sigma) * x - jnp.expm1(-h) * target
     else:
         x = (sigma_next / sigma) * jnp.exp(-eta * h) * x - jnp.expm1(-(1.0 + eta) * h) * target
-        x = x + sigma_next * jnp.sqrt(-jnp.expm1(-2.0 * eta * h)) * S_noise * xi
+        x = x + sigma_next * jnp.sqrt(-jnp.expm1(-2.0 * eta * h)) * S_noise * xi  # pyright: ignore[reportOperatorIssue]  # eta > 0 comes with xi
     return x, denoised, h
 
 
@@ -242,6 +243,7 @@ def heun_sampler(
 
     def step(x, inputs, last):
         sigma, sigma_next, xi_i = inputs
+        xi_i = None if settings is None else xi_i
         return heun_step(denoiser, x, sigma, sigma_next, correct=not last, churn=settings, xi=xi_i)
 
     return _run(step, x, (sigmas[:-1], sigmas[1:], xi), sigmas[-1], unroll)
@@ -253,7 +255,8 @@ def heun_churn(S_churn, S_min, S_max, S_noise, n_steps: int, dtype) -> tuple[Arr
     **Returns:** a 4-tuple of scalars.
     """
     gamma_max = jnp.minimum(jnp.asarray(S_churn, dtype) / n_steps, math.sqrt(2.0) - 1.0)
-    return (gamma_max, *(jnp.asarray(v, dtype) for v in (S_min, S_max, S_noise)))
+    S_min, S_max, S_noise = (jnp.asarray(v, dtype) for v in (S_min, S_max, S_noise))
+    return gamma_max, S_min, S_max, S_noise
 
 
 def euler_sampler(

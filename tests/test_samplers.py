@@ -108,7 +108,7 @@ def test_heun_second_order_euler_first_order_on_mixture():
     exact = _gmm_ode_solution(x0, sigma_max, sigma_min)
     ns = np.array([16, 32, 64, 128])
     heun, euler = [], []
-    for n in ns:
+    for n in ns.tolist():
         sigmas = R.edm_sigmas(n, sigma_min, sigma_max)[:-1]  # end at σ_min: every step is Heun
         heun.append(np.max(np.abs(R.heun_sampler(gmm_D, x0, sigmas) - exact)))
         euler.append(np.max(np.abs(R.euler_sampler(gmm_D, x0, sigmas) - exact)))
@@ -166,7 +166,9 @@ def test_dpm_solvers_second_order_on_mixture():
     exact = _gmm_ode_solution(x0, sigma_max, sigma_min)
     ns = np.array([16, 32, 64, 128])
     for sampler, last in ((R.dpm_2_sampler, 1e-3), (R.dpmpp_2m_sampler, 2e-3)):
-        errors = [np.max(np.abs(sampler(gmm_D, x0, R.edm_sigmas(n, sigma_min, sigma_max)[:-1]) - exact)) for n in ns]
+        errors = [
+            np.max(np.abs(sampler(gmm_D, x0, R.edm_sigmas(n, sigma_min, sigma_max)[:-1]) - exact)) for n in ns.tolist()
+        ]
         assert abs(empirical_order(ns, errors) - 2.0) < 0.3, (sampler.__name__, errors)
         assert errors[-1] < last, (sampler.__name__, errors)
 
@@ -343,7 +345,7 @@ def test_ancestral_gaussian_variance():
     # The exact recursion converges to the true marginal variance, first order in the step.
     gaps = []
     ns = np.array([32, 64, 128, 256])
-    for n in ns:
+    for n in ns.tolist():
         logsnrs = R.Cosine(lmin, lmax).logsnr(np.linspace(1, 0, n + 1))
         gaps.append(abs(_ancestral_variance_recursion(logsnrs, target(lmin)) - target(lmax)))
     # measured: order 0.93, relative gap 2.0% at 256 steps
@@ -385,7 +387,7 @@ def test_ddim_converges_to_exact_ode_solution():
     exact = amax * (z0 / a0) * math.sqrt(S2 + s1**2) / math.sqrt(S2 + s0**2)
     ns = np.array([64, 128, 256, 512])
     errors = []
-    for n in ns:
+    for n in ns.tolist():
         logsnrs = R.Cosine(lmin, lmax).logsnr(np.linspace(1, 0, n + 1))
         errors.append(np.max(np.abs(R.ddim_sampler(_gaussian_eps, z0, logsnrs) - exact)))
     assert abs(empirical_order(ns, errors) - 1.0) < 0.2, errors
@@ -484,15 +486,16 @@ def test_eqx_samplers_check_concrete_steps_and_noise():
 
 
 def test_sampler_compile_benchmark_variants_agree():
-    """`benchmarks/sampler_compile.py` times three ways to run the same Heun sampler; they must
-    draw the same samples up to float32 rounding (the unrolled program folds the constant
+    """`benchmarks/sampler_compile.py` times several ways to run the same Heun sampler; the
+    unrolled program and the stepped one must draw the same samples up to float32 rounding (the unrolled program folds the constant
     levels differently): |x| ≲ 3 amplified by Σ(√2σ_i − σ_{i+1})/σ_{i+1} ≈ 90 for
     `edm_sigmas(6)` gives ~6e-8·3·90 ≈ 2e-5; measured 2.9e-6, bound 1e-4."""
     from benchmarks import sampler_compile
 
     eps, shape = sampler_compile.gmm_model()
     timings = sampler_compile.measure(
-        eps, shape, "GMM", num=64, steps=6, other_steps=6, sigma_min=0.002, sigma_data=0.0, repeats=1
-    )
-    assert [t.variant for t in timings] == list(sampler_compile.VARIANTS)
+        eps, shape, "GMM", num=16, steps=6, other_steps=6, sigma_min=0.002, sigma_data=0.0, repeats=1,
+        variants=("unrolled", "stepped"),
+    )  # fmt: skip
+    assert [t.variant for t in timings] == ["unrolled", "stepped"]
     assert all(t.max_diff < 1e-4 and t.run_s > 0 for t in timings)
