@@ -39,7 +39,14 @@ def test_loss_profile_matches_gaussian_closed_form():
     and, for Sigmoid(2), ½∫w ℓ dλ by scipy quadrature, each within 4 standard errors."""
     gauss, weighting = E.GaussianData(S2, D), E.Sigmoid(2.0)
     profile = ev.loss_profile(
-        gauss.eps, _gaussian_x(3000), key=KEY, logsnr_min=LMIN, logsnr_max=LMAX, weighting=weighting, num_logsnr=41
+        gauss.eps,
+        _gaussian_x(3000),
+        key=KEY,
+        logsnr_min=LMIN,
+        logsnr_max=LMAX,
+        weighting=weighting,
+        num_logsnr=41,
+        batch_size=4096,
     )
     exact = D * special.expit(profile.logsnr + math.log(S2))
     assert np.all(np.abs(profile.loss - exact) < 4 * profile.loss_stderr)
@@ -83,8 +90,8 @@ def test_loss_profile_area_matches_negative_elbo_diffusion_bpd():
     diffusion term is its total minus the prior KL and the (constant) continuous recon term."""
     x = _gaussian_x(1000, seed=3)
     model = jax_mlp(init_params(D, hidden=16, seed=4))
-    profile = ev.loss_profile(model, x, key=KEY, logsnr_min=LMIN, logsnr_max=LMAX, num_logsnr=48)
-    nelbo = ev.negative_elbo(model, x, key=jax.random.key(8), schedule=E.Cosine(LMIN, LMAX), num_t=32)
+    profile = ev.loss_profile(model, x, key=KEY, logsnr_min=LMIN, logsnr_max=LMAX, num_logsnr=48, batch_size=1000)
+    nelbo = ev.negative_elbo(model, x, key=jax.random.key(8), schedule=E.Cosine(LMIN, LMAX), num_t=32, batch_size=1000)
     recon = 0.5 * D * (1 + math.log(2 * math.pi) - LMAX)
     prior = np.asarray(jax.vmap(prior_kl, (0, None))(jnp.asarray(x), jnp.float32(LMIN)), np.float64)
     per_example = (nelbo.per_example - recon - prior) / (D * math.log(2))

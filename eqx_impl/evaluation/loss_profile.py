@@ -42,23 +42,20 @@ __all__ = ["LossProfile", "loss_profile", "plot_loss_profile"]
 
 
 @eqx.filter_jit
-def _grid_losses(eps_model, x, index, key, logsnr):
-    """$\\ell$ at every grid point for a batch: `eps_loss` (one example) vmapped over the batch,
-    `lax.map` over the grid so memory stays at one model call per example. Noise of example
-    `i` at grid point `k`: `normal(fold_in(fold_in(key, i), k))`.
+def _level_losses(eps_model, x, index, key, logsnr, k):
+    """$\\ell$ at one grid point `k` for a batch: `eps_loss` (one example) vmapped over the
+    batch; `logsnr` and `k` are traced, so one compilation serves the whole grid. Noise of
+    example `i`: `normal(fold_in(fold_in(key, i), k))`. (The grid is a Python loop, not
+    `lax.map`: convolutions run many times slower inside an XLA:CPU loop.)
 
-    **Returns:** `(batch, K)`.
+    **Returns:** `(batch,)`.
     """
 
-    def at(k, lam):
-        def one(x, i):
-            eps = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, i), k), x.shape, x.dtype)
-            return eps_loss(eps_model, x, lam, eps)
+    def one(x, i):
+        eps = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, i), k), x.shape, x.dtype)
+        return eps_loss(eps_model, x, logsnr, eps)
 
-        return jax.vmap(one)(x, index)
-
-    grid = jnp.arange(logsnr.shape[0])
-    return jax.lax.map(lambda a: at(*a), (grid, logsnr)).T
+    return jax.vmap(one)(x, index)
 
 
 def _trapezoid(values: np.ndarray, logsnr: np.ndarray) -> np.ndarray | np.floating:
@@ -219,7 +216,8 @@ def loss_profile(
     logsnr = jnp.asarray(grid64, data.dtype)
 
     def run(x, index):
-        return _grid_losses(eps_model, x, index, key, logsnr)
+        levels = [_level_losses(eps_model, x, index, key, logsnr[k], jnp.int32(k)) for k in range(len(grid64))]
+        return jnp.stack(levels, axis=1)
 
     losses = np.asarray(
         map_batches(run, (data,), batch_size=batch_size, progress=progress, desc="loss profile"), np.float64
