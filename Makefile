@@ -17,8 +17,12 @@ run: $(BIN)/.installed
 verify: $(BIN)/.installed
 	$(BIN)/python -m reference
 
+# pyright: basic mode over eqx_impl, reference and _checks ([tool.pyright] in pyproject.toml).
+# pytest: every function of eqx_impl and reference checked at run time by jaxtyping + beartype
+# (tests/conftest.py).
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/pyright
 	$(BIN)/python -m pytest -n 2 -q --durations=15
 
 equivalence: $(BIN)/.installed

@@ -56,7 +56,7 @@ def same_shape(name_a: str, a, name_b: str, b) -> None:
 def positive_int(name: str, value, minimum: int = 1, meaning: str = "") -> int:
     """`value` as an `int` that is at least `minimum`. **Returns:** `int(value)`."""
     integral = isinstance(value, numbers.Integral | np.integer) and not isinstance(value, bool)
-    if not (integral and value >= minimum):
+    if not (integral and int(value) >= minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}{meaning}, got {value!r}.")
     return int(value)
 

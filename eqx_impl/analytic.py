@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax
+import jax.core  # the Tracer checks below; `import jax` alone does not declare it
 import jax.numpy as jnp
 import numpy as np
 from equinox import AbstractVar

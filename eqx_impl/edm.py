@@ -43,7 +43,7 @@ def edm_precond(sigma: Sigma, sigma_data: float = 0.5) -> Coefficients:
     return (sd / norm) ** 2, sigma * sd / norm, 1.0 / norm, 0.25 * jnp.log(sigma)
 
 
-def vp_precond(sigma: Sigma, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000) -> Coefficients:
+def vp_precond(sigma: Sigma, beta_d: float = 19.9, beta_min: float = 0.1, M: float = 1000) -> Coefficients:
     r"""Preconditioning of the VP (DDPM++) column of EDM Table 1.
 
     $c_{\mathrm{skip}} = 1$, $c_{\mathrm{out}} = -\sigma$, $c_{\mathrm{in}} = 1/\sqrt{\sigma^2+1}$,

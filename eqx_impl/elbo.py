@@ -53,7 +53,7 @@ _BISECTION_STEPS = 64
 def _mean_loss(eps_model, x: Example, eps: NoiseDraws):
     r"""$\lambda \mapsto \bar\ell(\lambda)$ for an array of log-SNRs (any shape)."""
     _checks.noise_draws(x, eps)
-    eps = jnp.asarray(eps).astype(x.dtype)
+    eps = jnp.asarray(eps).astype(x.dtype)  # pyright: ignore[reportAttributeAccessIssue]  # an array (noise_draws checked it)
 
     def one(logsnr):
         return jnp.mean(jax.vmap(lambda e: eps_loss(eps_model, x, logsnr, e))(eps))

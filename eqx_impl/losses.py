@@ -11,9 +11,11 @@ $$\ell(\lambda) = \|\epsilon - \hat\epsilon(\alpha x + \sigma\epsilon;\lambda)\|
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import equinox as eqx
 import jax
+import jax.core  # the Tracer checks below; `import jax` alone does not declare it
 import jax.numpy as jnp
 from jaxtyping import Shaped
 
@@ -124,7 +126,8 @@ def vdm_discrete_loss(
         if not 1 <= int(i) <= num_steps:
             raise ValueError(_checks.step_out_of_range_message(f"i={int(i)}", num_steps))
     else:
-        i = eqx.error_if(i, (i < 1) | (i > num_steps), _checks.step_out_of_range_message("i", num_steps))
+        # error_if returns its input (an Array); its stub says PyTree.
+        i = cast(Array, eqx.error_if(i, (i < 1) | (i > num_steps), _checks.step_out_of_range_message("i", num_steps)))
     # Both ends exact (t = 1 at i = T, s = 0 at i = 1) even where a vectorised division by T is
     # off by an ulp: a schedule as steep as EDMLogNormal's tail turns one ulp of t into 0.2 in λ.
     t = 1.0 - (num_steps - i).astype(x.dtype) / num_steps

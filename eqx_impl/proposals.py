@@ -35,6 +35,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import optax
+from jaxtyping import PyTree
 
 from eqx_impl._typing import Array
 from eqx_impl.importance import Adaptive
@@ -122,7 +123,7 @@ class LearnedState(eqx.Module):
     """The learned schedule and the Adam state of its parameters."""
 
     schedule: Learned
-    opt_state: Any
+    opt_state: PyTree  # optax's state of the schedule's parameters
 
 
 class LearnedProposal(AbstractProposal):
@@ -151,9 +152,9 @@ class LearnedProposal(AbstractProposal):
     def update(self, state: LearnedState, logsnr, values, grads: LearnedState):
         del logsnr, values
         params = eqx.filter(state.schedule, eqx.is_inexact_array)
-        grads = eqx.filter(grads.schedule, eqx.is_inexact_array)
+        grad_params = eqx.filter(grads.schedule, eqx.is_inexact_array)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 count with floats
-            updates, opt_state = self.optimizer.update(grads, state.opt_state, params)
+            updates, opt_state = self.optimizer.update(grad_params, state.opt_state, params)
         return LearnedState(eqx.apply_updates(state.schedule, updates), opt_state)
 
     def density(self, state: LearnedState, logsnr):

@@ -9,6 +9,7 @@ Hyperparameters are static Python floats, so a schedule is a pytree with no leav
 import abc
 import functools
 import math
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -23,7 +24,7 @@ from eqx_impl._typing import Array, LogSNR
 DEFAULT_LOGSNR_MIN = -20.0
 DEFAULT_LOGSNR_MAX = 20.0
 
-_static = dict(static=True, converter=float)
+_static: dict[str, Any] = dict(static=True, converter=float)
 
 
 def alpha_sigma(logsnr: LogSNR) -> tuple[Array, Array]:
@@ -128,7 +129,7 @@ class _AbstractTwoSidedLog(AbstractSchedule):
 
     @staticmethod
     @abc.abstractmethod
-    def _log_g(u) -> Array:
+    def _log_g(u, /) -> Array:
         """$\\ln g(u)$."""
 
     def logsnr(self, t) -> Array:

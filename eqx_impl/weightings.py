@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -21,7 +22,7 @@ from eqx_impl._typing import Array, LogSNR
 from eqx_impl.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN, AbstractSchedule
 from eqx_impl.targets import target_factor
 
-_static = dict(static=True, converter=float)
+_static: dict[str, Any] = dict(static=True, converter=float)
 
 
 def _log_sech(y):

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import special
 
 import _checks
+from reference._typing import FloatArray
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -58,19 +59,19 @@ class AbstractAnalyticData(abc.ABC):
         """`num` exact samples, shape `(num, dim)`."""
 
     @abc.abstractmethod
-    def log_prob(self, x):
+    def log_prob(self, x) -> FloatArray:
         r"""$\ln p(x)$, summed over the last axis."""
 
     @abc.abstractmethod
-    def log_prob_noisy(self, z, logsnr):
+    def log_prob_noisy(self, z, logsnr) -> FloatArray:
         r"""$\ln p(z_\lambda)$, the density of $z_\lambda = \alpha x + \sigma\epsilon$."""
 
     @abc.abstractmethod
-    def denoise(self, z, logsnr):
+    def denoise(self, z, logsnr) -> FloatArray:
         r"""$\hat x(z;\lambda) = \mathbb E[x \mid z_\lambda = z]$."""
 
     @abc.abstractmethod
-    def eps(self, z, logsnr):
+    def eps(self, z, logsnr) -> FloatArray:
         r"""$\hat\epsilon(z;\lambda) = \mathbb E[\epsilon \mid z_\lambda = z] = (z - \alpha\hat x)/\sigma$."""
 
     def optimal_loss_from_noise(self, x, logsnr, eps):
@@ -129,27 +130,27 @@ class GaussianData(AbstractAnalyticData):
         """**Returns:** `num` draws of $x$, shape `(num, dim)`."""
         return self.sample_from_noise(rng.standard_normal((num, self.dim)))
 
-    def log_prob(self, x):
+    def log_prob(self, x) -> FloatArray:
         r"""$\ln p(x) = -\tfrac12\big(\|x\|^2/s^2 + d\ln(2\pi s^2)\big)$. **Returns:** shape `x.shape[:-1]`."""
         x = _arr(x)
         _checks.last_axis("x", x, self.dim)
         return -0.5 * (np.sum(x**2, axis=-1) / self.var + self.dim * (_LOG_2PI + math.log(self.var)))
 
-    def log_prob_noisy(self, z, logsnr):
+    def log_prob_noisy(self, z, logsnr) -> FloatArray:
         r"""$\ln\mathcal N(z; 0, vI)$, $v = \alpha^2 s^2 + \sigma^2$. **Returns:** shape `broadcast(z.shape[:-1], logsnr.shape)`."""
         z = _arr(z)
         _checks.last_axis("z", z, self.dim)
         log_v = self._log_v(_arr(logsnr))
         return -0.5 * (np.sum(z**2, axis=-1) * np.exp(-log_v) + self.dim * (_LOG_2PI + log_v))
 
-    def denoise(self, z, logsnr):
+    def denoise(self, z, logsnr) -> FloatArray:
         r"""$\hat x = \alpha s^2 z / v$. **Returns:** shape of `z` (broadcast with `logsnr[..., None]`)."""
         z = _arr(z)
         _checks.last_axis("z", z, self.dim)
         lam = _arr(logsnr)[..., None]
         return np.exp(0.5 * _log_sigmoid(lam) + math.log(self.var) - self._log_v(lam)) * z
 
-    def eps(self, z, logsnr):
+    def eps(self, z, logsnr) -> FloatArray:
         r"""$\hat\epsilon = \sigma z / v$. **Returns:** shape of `z` (broadcast with `logsnr[..., None]`)."""
         z = _arr(z)
         _checks.last_axis("z", z, self.dim)
@@ -239,28 +240,28 @@ class GaussianMixture(AbstractAnalyticData):
         """**Returns:** `num` exact draws, shape `(num, dim)`."""
         return self.sample_from_noise(rng.random(num), rng.standard_normal((num, self.dim)))
 
-    def log_prob(self, x):
+    def log_prob(self, x) -> FloatArray:
         r"""$\ln p(x) = \mathrm{logsumexp}_k\big(\ln w_k + \ln\mathcal N(x; \mu_k, s_k^2)\big)$. **Returns:** shape `x.shape[:-1]`."""
         x = _arr(x)
         _checks.last_axis("x", x, self.dim)
         logits = np.log(self.weights) + _log_normal(x[..., None, :] - self.means, self._log_var)
-        return special.logsumexp(logits, axis=-1)
+        return special.logsumexp(logits, axis=-1)  # pyright: ignore[reportReturnType]  # stub includes the return_sign=True tuple
 
-    def log_prob_noisy(self, z, logsnr):
+    def log_prob_noisy(self, z, logsnr) -> FloatArray:
         r"""$\ln p(z_\lambda) = \mathrm{logsumexp}_k\big(\ln w_k + \ln\mathcal N(z; \alpha\mu_k, v_k)\big)$.
 
         **Returns:** shape `broadcast(z.shape[:-1], logsnr.shape)`.
         """
-        return special.logsumexp(self._components(z, logsnr)[3], axis=-1)
+        return special.logsumexp(self._components(z, logsnr)[3], axis=-1)  # pyright: ignore[reportReturnType]  # as above
 
-    def denoise(self, z, logsnr):
+    def denoise(self, z, logsnr) -> FloatArray:
         r"""$\hat x = \sum_k r_k(\mu_k + \alpha s_k^2 (z - \alpha\mu_k)/v_k)$. **Returns:** shape of `z` (broadcast with `logsnr[..., None]`)."""
         resp, diff, log_v, _ = self._components(z, logsnr)
         log_a = 0.5 * _log_sigmoid(_arr(logsnr)[..., None, None])
         post = self.means + np.exp(log_a + self._log_var - log_v) * diff
         return np.sum(resp[..., None] * post, axis=-2)
 
-    def eps(self, z, logsnr):
+    def eps(self, z, logsnr) -> FloatArray:
         r"""$\hat\epsilon = \sum_k r_k\,\sigma(z - \alpha\mu_k)/v_k$. **Returns:** shape of `z` (broadcast with `logsnr[..., None]`)."""
         resp, diff, log_v, _ = self._components(z, logsnr)
         log_s = 0.5 * _log_sigmoid(-_arr(logsnr)[..., None, None])

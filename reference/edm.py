@@ -52,7 +52,7 @@ def edm_precond(sigma, sigma_data: float = 0.5):
     return (sd / norm) ** 2, sigma * sd / norm, 1.0 / norm, 0.25 * np.log(sigma)
 
 
-def vp_precond(sigma, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000):
+def vp_precond(sigma, beta_d: float = 19.9, beta_min: float = 0.1, M: float = 1000):
     r"""Preconditioning of the VP (DDPM++) column of EDM Table 1: an ε-network in disguise.
 
     $$c_{\mathrm{skip}} = 1,\quad c_{\mathrm{out}} = -\sigma,\quad c_{\mathrm{in}} = \frac{1}{\sqrt{\sigma^2+1}},

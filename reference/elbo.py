@@ -26,6 +26,7 @@ weighting's `kinks` as break points.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy import integrate
@@ -42,7 +43,7 @@ __all__ = [
     "weighted_loss_integral",
 ]
 
-_QUAD = dict(epsabs=1e-14, epsrel=1e-12, limit=400)
+_QUAD: dict[str, Any] = dict(epsabs=1e-14, epsrel=1e-12, limit=400)
 # Width of the panels whose partial integrals `_CumulativeLoss` caches (in log-SNR).
 _PANEL_WIDTH = 1.0
 # Bisection steps for inverse-CDF sampling: 2^-64 of a 100-wide range is below float64 spacing.

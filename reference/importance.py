@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import integrate
 
 import _checks
@@ -183,7 +184,7 @@ class Adaptive:
         """**Returns:** the empty state (no bin updated: the uniform proposal)."""
         return AdaptiveState(np.zeros(self.n_bins), np.zeros(self.n_bins, dtype=np.int64))
 
-    def bin_index(self, logsnr) -> np.ndarray:
+    def bin_index(self, logsnr) -> NDArray[np.int64] | np.int64:
         r"""The bin of each log-SNR, $\lambda_{\max}$ in the last bin.
 
         $$k = \big\lfloor n(\lambda - \lambda_{\min})/(\lambda_{\max}-\lambda_{\min}) \big\rfloor.$$

@@ -87,7 +87,7 @@ def heun_sampler(
         gamma = gamma_max if churned[i] else 0.0
         sigma_hat = sigma * (1.0 + gamma)
         # √(σ̂² − σ²) = σ√(γ(2+γ)), without the cancellation
-        x_hat = x + sigma * math.sqrt(gamma * (2.0 + gamma)) * S_noise * xi(i) if gamma else x
+        x_hat = x + sigma * math.sqrt(gamma * (2.0 + gamma)) * S_noise * xi(i) if gamma else x  # pyright: ignore[reportOptionalCall]  # xi is set whenever some gamma > 0
         d = (x_hat - denoiser(x_hat, sigma_hat)) / sigma_hat
         x = x_hat + (sigma_next - sigma_hat) * d
         if sigma_next > 0:
@@ -250,7 +250,7 @@ def _dpmpp_2m(denoiser, x, sigmas, *, eta, S_noise, xi):
         data_coef = -math.expm1(-(1.0 + eta) * h)
         target = denoised
         if old_denoised is not None:
-            target = denoised + (denoised - old_denoised) * (h / (2.0 * h_last))
+            target = denoised + (denoised - old_denoised) * (h / (2.0 * h_last))  # pyright: ignore[reportOperatorIssue]  # h_last is set with old_denoised
         x = ratio * math.exp(-eta * h) * x + data_coef * target
         if eta > 0:
             x = x + sigma_next * math.sqrt(-math.expm1(-2.0 * eta * h)) * S_noise * xi(i)

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import special
 
 import _checks
+from reference._typing import FloatArray
 
 DEFAULT_LOGSNR_MIN = -20.0
 DEFAULT_LOGSNR_MAX = 20.0
@@ -54,15 +55,15 @@ class AbstractSchedule(abc.ABC):
     logsnr_max: float
 
     @abc.abstractmethod
-    def logsnr(self, t):
+    def logsnr(self, t) -> FloatArray:
         """$\\lambda(t)$."""
 
     @abc.abstractmethod
-    def inverse(self, logsnr):
+    def inverse(self, logsnr) -> FloatArray:
         """$t(\\lambda)$, the inverse of `logsnr`."""
 
     @abc.abstractmethod
-    def dlogsnr_dt(self, t):
+    def dlogsnr_dt(self, t) -> FloatArray:
         """$d\\lambda/dt < 0$."""
 
     def density(self, logsnr):
@@ -88,12 +89,12 @@ class _TwoSidedLog(AbstractSchedule):
 
     @staticmethod
     @abc.abstractmethod
-    def _log_g(u):
+    def _log_g(u, /) -> FloatArray:
         """$\\ln g(u)$."""
 
     @staticmethod
     @abc.abstractmethod
-    def _dlog_g(u):
+    def _dlog_g(u, /) -> FloatArray:
         """$d \\ln g / du$."""
 
     def logsnr(self, t):

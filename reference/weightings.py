@@ -19,6 +19,7 @@ import numpy as np
 from scipy import optimize, special
 
 import _checks
+from reference._typing import FloatArray
 from reference.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN, AbstractSchedule
 from reference.targets import target_factor
 
@@ -39,7 +40,7 @@ class AbstractWeighting(abc.ABC):
     kinks: tuple[float, ...] = ()
 
     @abc.abstractmethod
-    def __call__(self, logsnr):
+    def __call__(self, logsnr) -> FloatArray:
         """$w(\\lambda)$."""
 
     def derivative(self, logsnr):
@@ -186,7 +187,7 @@ class Monotonic(AbstractWeighting):
         self.weighting = weighting
         self.logsnr_min, self.logsnr_max = _checks.logsnr_range(logsnr_min, logsnr_max)
         grid = np.linspace(self.logsnr_min, self.logsnr_max, grid_size)
-        values = weighting(grid)
+        values = np.asarray(weighting(grid))  # an array for an array grid (FloatArray also admits a scalar)
         is_peak = (values[1:-1] > values[:-2]) & (values[1:-1] >= values[2:])
         peaks = []
         for k in np.flatnonzero(is_peak) + 1:
@@ -196,7 +197,7 @@ class Monotonic(AbstractWeighting):
                 method="bounded",
                 options={"xatol": 1e-12},
             )
-            peaks.append(float(res.x))
+            peaks.append(float(res.x))  # pyright: ignore[reportAttributeAccessIssue]  # scipy's stub types the result as object
         self.peaks = np.array(peaks, dtype=np.float64)
         self.peak_values = weighting(self.peaks)
         self.kinks = tuple(peaks)

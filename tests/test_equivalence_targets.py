@@ -60,11 +60,12 @@ def test_equivalence_TARGETS():
     """One name table, and both packages' conversions reject a name outside it alike."""
     assert E.TARGETS == R.TARGETS == ("eps", "x", "v", "F", "u")
     message = r"Unknown target 'epsilon'; choose one of \('eps', 'x', 'v', 'F', 'u'\)"
+    one = to_jax(np.ones(1), np.float32)  # an array, as the eqx annotation (checked in tests) asks
     for pkg in (E, R):
         with pytest.raises(ValueError, match=message):
             pkg.target_factor("epsilon", 0.0)
         with pytest.raises(ValueError, match=message):
-            pkg.target_value("epsilon", 1.0, 1.0, 0.0)
+            pkg.target_value("epsilon", one, one, 0.0)
 
 
 @X64

@@ -98,7 +98,7 @@ def batches(
             if this_epoch != epoch:  # one permutation per epoch, not per batch
                 epoch = this_epoch
                 order = epoch_permutation(num_examples, seed=seed, epoch=epoch)
-            index = order[position * batch_size : (position + 1) * batch_size]
+            index = order[position * batch_size : (position + 1) * batch_size]  # pyright: ignore[reportOptionalSubscript]  # set at the first step
             step += 1
             yield arrays[0][index] if single else tuple(a[index] for a in arrays)
 

@@ -31,8 +31,9 @@ def digits(*, seed: int = 0, num_test: int = 297) -> Dataset:
             f"got {num_test}."
         )
     bunch = load_digits()
-    images = np.asarray(bunch.images, dtype=np.float64)
-    labels = np.asarray(bunch.target, dtype=np.int64)
+    # sklearn's stub types the result as Bunch | tuple; without return_X_y it is a Bunch.
+    images = np.asarray(bunch.images, dtype=np.float64)  # pyright: ignore[reportAttributeAccessIssue]
+    labels = np.asarray(bunch.target, dtype=np.int64)  # pyright: ignore[reportAttributeAccessIssue]
     if images.shape != (NUM_EXAMPLES, 8, 8) or not np.array_equal(images, np.round(images)):
         raise ValueError(f"unexpected digits data from scikit-learn: shape {images.shape}.")
     order = np.random.default_rng(int(seed)).permutation(NUM_EXAMPLES)

@@ -61,7 +61,7 @@ def parse_idx(data: bytes) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=header).reshape(shape).copy()
 
 
-def _read_idx_gz(path) -> np.ndarray:
+def _read_idx_gz(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as stream:
             return parse_idx(stream.read())
@@ -157,7 +157,7 @@ def _read_members(archive: tarfile.TarFile, names: tuple[str, ...]):
         if not member.isfile():
             raise ValueError(f"{CIFAR10_ARCHIVE} member {name!r} is not a regular file.")
         # Read the bytes in memory: nothing is extracted to disk, so no path traversal.
-        x, y = parse_cifar10_records(archive.extractfile(member).read())
+        x, y = parse_cifar10_records(archive.extractfile(member).read())  # pyright: ignore[reportOptionalMemberAccess]  # a regular file (checked above)
         images.append(x)
         labels.append(y)
     return np.concatenate(images), np.concatenate(labels)

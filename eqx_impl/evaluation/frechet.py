@@ -27,6 +27,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -147,7 +148,9 @@ def _labelled_data(config: ClassifierConfig):
 
 
 @eqx.filter_jit
-def _train_chunk(model, opt_state, x, labels, key, first_step, num_steps, batch_size, learning_rate, weight_decay):
+def _train_chunk(
+    model: Classifier, opt_state, x, labels, key, first_step, num_steps, batch_size, learning_rate, weight_decay
+) -> tuple[Classifier, optax.OptState, Array]:
     optimizer = _optimizer(learning_rate, weight_decay)
 
     def loss_fn(model, xb, yb):
@@ -166,7 +169,7 @@ def _train_chunk(model, opt_state, x, labels, key, first_step, num_steps, batch_
 
     steps = first_step + jnp.arange(num_steps)
     (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), steps)
-    return eqx.combine(params, static), opt_state, losses
+    return cast(Classifier, eqx.combine(params, static)), opt_state, losses  # combine's stub returns a PyTree
 
 
 def _optimizer(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:

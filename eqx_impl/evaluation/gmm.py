@@ -45,7 +45,7 @@ def mixture_from_dataset(dataset: Dataset, dtype=jnp.float32) -> GaussianMixture
             "from Dataset.params); only the 'gmm' toy has an exact density."
         )
     p = dataset.params
-    return GaussianMixture(
+    return GaussianMixture(  # pyright: ignore[reportCallIssue]  # pyright reads the AbstractVar `dim` as an __init__ field
         jnp.asarray(p["weights"], dtype), jnp.asarray(p["means"], dtype), jnp.asarray(p["stds"], dtype)
     )
 

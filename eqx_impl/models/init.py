@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TypeVar
 
 import equinox as eqx
 import jax
@@ -27,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["initialise"]
+
+_M = TypeVar("_M", bound=eqx.Module)
 
 _LAYERS = (eqx.nn.Linear, eqx.nn.Conv, eqx.nn.GroupNorm, eqx.nn.LayerNorm)
 
@@ -60,11 +63,11 @@ def _fill(layer, rng: np.random.Generator):
 
 
 def initialise(
-    build: Callable[[jax.Array], eqx.Module],
+    build: Callable[[jax.Array], _M],
     key: jax.Array,
     *,
-    zero: Callable[[eqx.Module], tuple] | None = None,
-) -> eqx.Module:
+    zero: Callable[[_M], tuple] | None = None,
+) -> _M:
     """`build(key)`'s structure with its layers initialised on the host (module docstring).
 
     `build` must create its arrays only through the layer types above; `zero` (optional)

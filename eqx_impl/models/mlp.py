@@ -63,7 +63,7 @@ class MLP(eqx.Module):
             output = eqx.tree_at(
                 lambda m: (m.weight, m.bias),
                 output,
-                (jnp.zeros_like(output.weight), jnp.zeros_like(output.bias)),
+                (jnp.zeros_like(output.weight), jnp.zeros_like(output.bias)),  # pyright: ignore[reportArgumentType]  # built with a bias
             )
         self.output = output
         self.data_dim = data_dim

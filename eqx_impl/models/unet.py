@@ -159,7 +159,7 @@ class UNet(eqx.Module):
             conv_out = eqx.tree_at(
                 lambda m: (m.weight, m.bias),
                 conv_out,
-                (jnp.zeros_like(conv_out.weight), jnp.zeros_like(conv_out.bias)),
+                (jnp.zeros_like(conv_out.weight), jnp.zeros_like(conv_out.bias)),  # pyright: ignore[reportArgumentType]  # built with a bias
             )
         self.conv_out = conv_out
         self.in_channels = in_channels

@@ -22,10 +22,10 @@ import json
 import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -259,7 +259,10 @@ def _section_from_dict(cls, values, where: str):
     return cls(**kwargs)
 
 
-_SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+# Every section field has a default_factory (a section class), so no _MISSING_TYPE is left.
+_SECTIONS: dict[str, Callable[[], Any]] = {
+    f.name: cast(Callable[[], Any], f.default_factory) for f in dataclasses.fields(Config)
+}
 
 
 def config_from_dict(values: Mapping[str, Any]) -> Config:

@@ -49,7 +49,8 @@ def evaluation_schedule(config: Config) -> AbstractSchedule:
 
     **Returns:** `Cosine(λ_min, λ_max)`.
     """
-    return Cosine(config.objective.logsnr_min, config.objective.logsnr_max)
+    # A resolved config (registry.resolve) has the interval filled in; pyright sees `float | None`.
+    return Cosine(config.objective.logsnr_min, config.objective.logsnr_max)  # pyright: ignore[reportArgumentType]
 
 
 def draw_samples(
@@ -165,6 +166,7 @@ def _evaluate_model(config, dataset, model, weighting, samples, metrics, progres
             )
             results.update(nelbo.to_dict())
         elif name == "fd":
+            assert samples is not None  # drawn above for the metrics that need them
             data_seed = int(config.data.args.get("seed", 0))
             classifier = ev.load_classifier(
                 ev.ClassifierConfig(dataset=dataset.name, data_seed=data_seed), progress=progress
@@ -172,6 +174,7 @@ def _evaluate_model(config, dataset, model, weighting, samples, metrics, progres
             results["fd"] = ev.frechet_classifier_distance(classifier, samples, test)
             results["fd_num_samples"] = int(len(samples))
         elif name == "gmm_nll":
+            assert samples is not None
             mixture = ev.mixture_from_dataset(dataset)
             nll = ev.exact_nll(mixture, samples)
             results["gmm_nll_samples"] = nll.mean
@@ -191,6 +194,7 @@ def _evaluate_model(config, dataset, model, weighting, samples, metrics, progres
             )
             results.update({f"bayes_{k}": v for k, v in gap.to_dict().items()})
         elif name in ("sliced_wasserstein", "mmd"):
+            assert samples is not None
             n = min(len(samples), len(test))
             x, y = np.asarray(samples[:n]).reshape(n, -1), np.asarray(test[:n]).reshape(n, -1)
             if name == "mmd":

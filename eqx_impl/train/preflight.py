@@ -306,7 +306,7 @@ def _check_proposal(config, proposal, proposal_state, ref_weighting, rng, num_po
     )
     logsnr, density = (np.asarray(v, np.float64) for v in _eqx_sample(proposal, state, jnp.asarray(u, jnp.float32)))
     if ref_density is None:
-        ref_density = ref_schedule.density(logsnr)
+        ref_density = ref_schedule.density(logsnr)  # pyright: ignore[reportOptionalMemberAccess]  # a fixed schedule comes with its density None
     name, where = config.objective.schedule, [f"u={v:.8g}" for v in u]
     atol = LOGSNR_ATOL * np.maximum(1.0, np.abs(ref_logsnr))
     checks = [

@@ -30,6 +30,7 @@ import eqx_impl as ex
 import reference as ref
 from eqx_impl import data as data_lib
 from eqx_impl.models.init import initialise
+from eqx_impl.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN
 from eqx_impl.train.config import Config, ConfigError
 
 __all__ = [
@@ -186,8 +187,8 @@ def schedule_range(config: Config) -> tuple[float, float]:
         raise ConfigError(f"objective.schedule: unknown schedule {name!r}; known: {_known(SCHEDULES)}.")
     entry = SCHEDULES[name]
     if entry.takes_range:
-        lo = ref.schedules.DEFAULT_LOGSNR_MIN if o.logsnr_min is None else o.logsnr_min
-        hi = ref.schedules.DEFAULT_LOGSNR_MAX if o.logsnr_max is None else o.logsnr_max
+        lo = DEFAULT_LOGSNR_MIN if o.logsnr_min is None else o.logsnr_min
+        hi = DEFAULT_LOGSNR_MAX if o.logsnr_max is None else o.logsnr_max
         return float(lo), float(hi)
     kwargs = _kwargs(entry, o.schedule_args, "objective.schedule_args", f"schedule {name!r}")
     schedule = _construct(entry.reference, kwargs, "objective.schedule_args", name)
@@ -251,7 +252,7 @@ def build_dataset(config: Config) -> data_lib.Dataset:
 class Flatten(eqx.Module):
     """Run a vector network on data of any shape: flatten, apply, reshape back."""
 
-    net: eqx.Module
+    net: Callable[..., Any]  # a vector network (an eqx.Module)
     shape: tuple[int, ...] = eqx.field(static=True)
 
     def __call__(self, z, logsnr, *, key=None):

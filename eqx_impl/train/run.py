@@ -94,6 +94,7 @@ def restore_state(run: Run, initial: TrainState, *, resume: bool, mesh) -> Train
     state = initial
     if resume and run.had_checkpoints:
         state, path = ckpt.restore_latest(run.checkpoints, initial, report=run.echo)
+        assert state is not None  # checkpoints exist, so restore_latest loads one or raises CheckpointError
         run.echo(f"resumed from {path} (step {int(state.step)})")
     elif run.had_checkpoints and run.writer:
         for _, old in ckpt.list_checkpoints(run.checkpoints):

@@ -56,6 +56,6 @@ def load_run(
         path = Path(checkpoint)
         return setup, ckpt.load_checkpoint(path, setup.initial), path
     state, path = ckpt.restore_latest(Path(run_dir) / "checkpoints", setup.initial, report=report)
-    if state is None:
+    if state is None or path is None:
         raise ckpt.CheckpointError(f"No checkpoint in {str(Path(run_dir) / 'checkpoints')!r}; train (or resume) first.")
     return setup, state, path

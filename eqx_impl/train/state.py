@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import PyTree
 
-from eqx_impl._typing import Array, Int
+from eqx_impl._typing import Array, Int, PRNGKeyArray
+from eqx_impl.importance import AdaptiveState
 from eqx_impl.models import EpsModel
+from eqx_impl.proposals import AbstractProposal, LearnedState
 
 __all__ = ["TrainState"]
 
@@ -22,8 +23,8 @@ class TrainState(eqx.Module):
 
     model: EpsModel
     ema: EpsModel
-    opt_state: Any
-    proposal_state: Any
+    opt_state: PyTree  # optax's state of the model's optimiser
+    proposal_state: AdaptiveState | LearnedState | None  # FixedProposal's is None
     step: Int[Array, ""]
     key: Array
 
@@ -36,7 +37,7 @@ class TrainState(eqx.Module):
         return jax.random.fold_in(self.base_key, self.step)
 
 
-def initial_state(model, opt, proposal, *, key) -> TrainState:
+def initial_state(model: EpsModel, opt, proposal: AbstractProposal, *, key: PRNGKeyArray) -> TrainState:
     """A fresh state: EMA = model, zero step. `key` (typed) is the run's base key.
 
     **Returns:** a `TrainState`.
