@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from eqx_impl._typing import Array, ArrayLike, Data, Float, Scalar
+from eqx_impl._typing import Array, ArrayLike, Data, Float, Real, Scalar
 
 __all__ = ["ODELikelihood", "dequantize", "ode_bits_per_dim", "ode_likelihood"]
 
@@ -153,7 +153,7 @@ def ode_likelihood(
     return ODELikelihood(prior + delta, prior, delta, xf.reshape(shape))
 
 
-def dequantize(x: Float[ArrayLike, "*dims"], u: Float[ArrayLike, "*dims"], num_levels: int) -> Float[Array, "*dims"]:
+def dequantize(x: Real[ArrayLike, "*dims"], u: Float[ArrayLike, "*dims"], num_levels: int) -> Float[Array, "*dims"]:
     r"""Uniform dequantisation $y = 2(x + u)/V - 1$ of levels $x \in \{0..V-1\}$, $u \sim U[0,1)^d$.
 
     **Returns:** shaped like `x`, in the dtype of `u`.
