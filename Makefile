@@ -33,12 +33,11 @@ equivalence: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.suite
 
-# The studies of docs/experiments.md (about 20-30 min each on 2 CPU cores), then the page's
-# tables and plots from their JSON.
+# The study of docs/experiments.md: every arm x 5 seeds, both samplers, then the page's
+# tables and plots from its JSON. SCALE=cpu (< 90 min on 2 cores), gpu, or smoke.
+SCALE ?= cpu
 experiments: $(BIN)/.installed
-	$(BIN)/python -m experiments.weightings --data digits
-	$(BIN)/python -m experiments.weightings --data gmm
-	$(BIN)/python -m experiments.adaptive
+	$(BIN)/python -m experiments.study --scale $(SCALE)
 	$(BIN)/python -m experiments.render
 
 # Documentation (mkdocs-material + mkdocstrings): `make docs` builds site/ and fails on any

@@ -1,47 +1,22 @@
-"""Shared machinery of the studies: train several seeds of one configuration in one vmapped
-program, summarise over seeds, time the study against its CPU budget, write JSON.
-
-The training step is the library's (`eqx_impl.train.step.Trainer.steps`, the same loss,
-proposal update, optimiser and EMA as `python -m eqx_impl train`); only the driver differs:
-no checkpoints, plots or run directories, `lax.scan` chunks of steps, and the seeds of one
-configuration share one compiled step. (Vmapping the seeds was tried and ran slower on
-this 2-core CPU than running them one after another.)
-"""
+"""Shared machinery of the study: where results go, the stated CPU budget against the
+measured wall time, and atomic JSON output."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-
-from eqx_impl import data as data_lib
-from eqx_impl.train.config import config_from_dict
-from eqx_impl.train.loop import Setup, build
-from eqx_impl.train.step import run_steps
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-__all__ = ["RESULTS", "Budget", "SeedRuns", "mean_se", "train_seeds", "write_json"]
-
-
-def mean_se(values: Sequence[float]) -> dict[str, float]:
-    """Mean and standard error (sample std / sqrt(n); NaN for one value) over seeds.
-
-    **Returns:** `{"mean", "se", "n", "values"}`.
-    """
-    v = np.asarray([float(x) for x in values], np.float64)
-    se = float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
-    return {"mean": float(np.mean(v)), "se": se, "n": int(len(v)), "values": v.tolist()}
+__all__ = ["RESULTS", "Budget", "write_json"]
 
 
 @dataclass
@@ -54,7 +29,7 @@ class Budget:
 
     def announce(self) -> None:
         print(
-            f"[{self.name}] CPU budget {self.seconds / 60:.1f} min wall "
+            f"[{self.name}] budget {self.seconds / 60:.1f} min wall "
             f"({os.cpu_count()} CPU cores, JAX {jax.__version__}, backend {jax.default_backend()})",
             flush=True,
         )
@@ -64,6 +39,10 @@ class Budget:
         return time.perf_counter() - self.start
 
     def report(self) -> dict[str, Any]:
+        """Print and return the measured wall time beside the budget.
+
+        **Returns:** `{"budget_s", "wall_s", "cpu_count", "machine", "jax", "backend"}`.
+        """
         print(f"[{self.name}] measured wall time {self.elapsed / 60:.1f} min (budget {self.seconds / 60:.1f} min)")
         return {
             "budget_s": self.seconds,
@@ -73,68 +52,6 @@ class Budget:
             "jax": jax.__version__,
             "backend": jax.default_backend(),
         }
-
-
-@dataclass
-class SeedRuns:
-    """The trained states of several seeds of one configuration, and their loss traces."""
-
-    setups: list[Setup]
-    states: list[Any]
-    steps: list[int]  # step count at the end of each chunk
-    loss: np.ndarray  # (S, chunks): mean weighted loss over each chunk
-    loss_var: np.ndarray  # (S, chunks): mean over the chunk of the batch variance of L̂_i
-    wall_s: float
-
-
-def train_seeds(
-    config: dict,
-    seeds: Sequence[int],
-    *,
-    dataset: data_lib.Dataset | None = None,
-    chunk: int = 100,
-    callback: Callable[[int, Any, Setup], None] | None = None,
-) -> SeedRuns:
-    """Train `config` (nested dict, as a YAML config) once per seed.
-
-    `callback(step, state, setup)` runs after every chunk of `chunk` steps (for
-    evaluations during training).
-
-    **Returns:** `SeedRuns`.
-    """
-    t0 = time.perf_counter()
-    setups, states = [], []
-    total, steps, losses, variances = 0, [], [], []
-    for seed in seeds:
-        values = json.loads(json.dumps(config))
-        values.setdefault("train", {})["seed"] = int(seed)
-        cfg = config_from_dict(values)
-        if dataset is None:
-            dataset = data_lib.load(cfg.data.name, **cfg.data.args)
-        setups.append(build(cfg, dataset))
-    data = jnp.asarray(dataset.model_data("train"))
-    total = setups[0].config.train.steps
-    for setup in setups:
-        cfg, state = setup.config, setup.initial
-        stream = data_lib.batches(np.arange(len(data)), cfg.train.batch_size, seed=cfg.train.seed, start_step=0)
-        step, seed_steps, seed_loss, seed_var = 0, [], [], []
-        while step < total:
-            k = min(chunk, total - step)
-            idx = jnp.asarray(np.stack([next(stream) for _ in range(k)]), jnp.int32)
-            # Equal configs give equal trainers, so the seeds share one compiled step.
-            state, metrics = run_steps(setup.trainer, state, data, idx)
-            loss = np.asarray(metrics["loss"], np.float64)
-            if not np.all(np.isfinite(loss)):
-                raise FloatingPointError(f"{cfg.objective}: non-finite loss near step {step + k}")
-            step += k
-            seed_steps.append(step)
-            seed_loss.append(loss.mean())
-            seed_var.append(float((np.asarray(metrics["loss_std"], np.float64) ** 2).mean()))
-            if callback is not None:
-                callback(step, state, setup)
-        states.append(state)
-        steps, losses, variances = seed_steps, losses + [seed_loss], variances + [seed_var]
-    return SeedRuns(setups, states, steps, np.asarray(losses), np.asarray(variances), time.perf_counter() - t0)
 
 
 def write_json(path: Path, payload: dict) -> Path:
