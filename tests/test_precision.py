@@ -171,6 +171,12 @@ def test_initialise_draws_each_layer_from_its_fan_in_uniform():
     assert all(jnp.array_equal(a, b) for a, b in zip(jax.tree.leaves(model), jax.tree.leaves(again), strict=True))
 
 
+def test_initialise_under_a_traced_key_is_the_constructor():
+    fast = eqx.filter_eval_shape(lambda k: initialise(_unet, k), jax.random.key(0))
+    eager = eqx.filter_eval_shape(_unet, jax.random.key(0))
+    assert jax.tree.structure(fast) == jax.tree.structure(eager)
+
+
 def test_initialise_refuses_arrays_without_a_rule():
     class Odd(eqx.Module):
         table: jax.Array

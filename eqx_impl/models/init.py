@@ -10,6 +10,8 @@ layer on the host with the rule its type defines:
   $n$ the fan-in (input features, or input channels per group × kernel size); Equinox's
   own default;
 - `eqx.nn.GroupNorm` / `eqx.nn.LayerNorm`: weight 1, bias 0;
+- `eqx.nn.Embedding` (a conditional network's labels): weight $\sim \mathcal N(0, 1)$,
+  Equinox's own default;
 - the layers that `zero(model)` selects (a zero-initialised output layer): weight and bias 0.
 
 The values come from `numpy.random.default_rng` seeded from the JAX key, one stream per
@@ -31,7 +33,7 @@ __all__ = ["initialise"]
 
 _M = TypeVar("_M", bound=eqx.Module)
 
-_LAYERS = (eqx.nn.Linear, eqx.nn.Conv, eqx.nn.GroupNorm, eqx.nn.LayerNorm)
+_LAYERS = (eqx.nn.Linear, eqx.nn.Conv, eqx.nn.GroupNorm, eqx.nn.LayerNorm, eqx.nn.Embedding)
 
 
 def _fan_in(layer) -> int:
@@ -52,6 +54,9 @@ def _with(layer, make):
 
 def _fill(layer, rng: np.random.Generator):
     """`layer` (abstract arrays) with concrete values by its type's rule."""
+    if isinstance(layer, eqx.nn.Embedding):  # a weight only, no bias
+        w = layer.weight
+        return eqx.tree_at(lambda e: e.weight, layer, jnp.asarray(rng.standard_normal(w.shape), w.dtype))
     if isinstance(layer, eqx.nn.GroupNorm | eqx.nn.LayerNorm):
         return eqx.tree_at(
             _arrays,
@@ -71,12 +76,16 @@ def initialise(
     """`build(key)`'s structure with its layers initialised on the host (module docstring).
 
     `build` must create its arrays only through the layer types above; `zero` (optional)
-    maps the model to the layers that start at zero.
+    maps the model to the layers that start at zero. Under a transformation that traces
+    `key` (`eqx.filter_eval_shape`, `jit`) this is just `build(key)`.
 
     **Returns:** the model, every array concrete.
     """
+    try:
+        seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
+    except jax.errors.TracerArrayConversionError:  # a traced key (under eval_shape, jit): no values to draw
+        return build(key)
     abstract = eqx.filter_eval_shape(build, key)
-    seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
     layers = [x for x in jax.tree.leaves(abstract, is_leaf=lambda n: isinstance(n, _LAYERS)) if isinstance(x, _LAYERS)]
     streams = np.random.SeedSequence(seed).spawn(len(layers))
     filled = iter([_fill(layer, np.random.default_rng(s)) for layer, s in zip(layers, streams, strict=True)])
@@ -92,6 +101,6 @@ def initialise(
     if leftover:
         raise TypeError(
             f"initialise: {len(leftover)} array(s) of the model (first of shape {leftover[0].shape}) are "
-            "not in a Linear, Conv or norm layer, so no rule initialises them; build the model eagerly instead."
+            "not in a Linear, Conv, norm or Embedding layer, so no rule initialises them; build the model eagerly instead."
         )
     return model
