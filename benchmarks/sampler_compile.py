@@ -2,8 +2,8 @@ r"""Compile time and run time of sampling: one compiled step looped in Python ag
 
 `eqx_impl.evaluation.generate` runs a sampler in one of two ways (its `unroll` flag):
 
-- **stepped** (`unroll=True`, the default for a U-Net): one sampler step is compiled once
-  per batch shape and called $N$ times, the noise levels traced;
+- **stepped** (`unroll=True`, the default for a U-Net): the model call is compiled once per
+  batch shape (noise level traced) and the step loop runs in Python;
 - **scan** (`unroll=False`, the default for MLPs): the sampler's own `lax.scan`, one program.
 
 The **unrolled** baseline is how `generate` ran a U-Net before: the step loop unrolled
@@ -21,7 +21,7 @@ grows with the number of steps. All three run side by side in one process on:
 Per variant: **compile** = first call − the median of the later calls (which run the same
 shapes with other keys, alternating between the variants), **run** = that median; and **new steps** = the first call at a
 different number of steps (`--other-steps`), which a stepped sampler serves from its
-compiled step and the others compile again. Samples of the three variants agree to float32
+compiled model call and the others compile again. Samples of the three variants agree to float32
 rounding (printed).
 
     python -m benchmarks.sampler_compile [--num 100 --steps 32 --other-steps 24 --repeats 3 --unet-scan]

@@ -9,8 +9,9 @@ has shape `(N, *x.shape)`; a `key` draws exactly `jax.random.normal(key, (N, *x.
 so `key=k` and `noise=jax.random.normal(k, …)` give the same sample.
 
 Each sampler is a loop over one step function (`euler_step`, `heun_step`, …, below); the
-step functions are also what `eqx_impl.evaluation.generate` compiles once and calls once
-per step, which keeps a convolutional model out of XLA loops (see `generate`).
+step functions are elementwise apart from the model, so `eqx_impl.evaluation.generate` also
+runs them on whole batches from Python around one compiled model call, which keeps a
+convolutional model out of XLA loops (see `generate`).
 """
 
 from __future__ import annotations

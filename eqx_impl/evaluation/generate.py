@@ -26,12 +26,13 @@ returns data-space samples (in $[-1, 1]$ for images, up to the model's error).
 
 Two ways to run the steps, the same arithmetic and noise either way: `unroll=False` puts the
 whole sampler in one jitted `lax.scan` (best for small models such as MLPs: one dispatch);
-`unroll=True` compiles one step of the sampler once per batch shape and calls it $N$ times
-from Python, with the noise levels as traced arguments. XLA:CPU runs convolutions tens of
-times slower inside `lax.scan`/`lax.cond` bodies (jax#12868), so for a U-Net this is what
-keeps sampling fast, and unlike unrolling the loop inside one program its compile time does
-not grow with `steps`; the compiled step is reused by every later call in the process with
-the same batch shape, whatever `steps`, `sigma_min`, `sigma_max` or `key`
+`unroll=True` runs the step loop in Python: the model call is the only compiled program
+(once per batch shape, the noise level a traced argument) and the samplers' elementwise
+step functions run eagerly around it. XLA:CPU runs convolutions tens of times slower inside
+`lax.scan`/`lax.cond` bodies (jax#12868), so for a U-Net this is what keeps sampling fast,
+and unlike unrolling the loop inside one program its compile time does not grow with
+`steps`; the compiled model call is reused by every later call in the process with the same
+batch shape, whatever the sampler, `steps`, `sigma_min`, `sigma_max` or `key`
 (`benchmarks/sampler_compile.py` measures both).
 """
 
@@ -177,60 +178,63 @@ def _start_batch(keys, level0, n_noise, shape, sampler, sigma_data):
         noise = jax.random.normal(key_noise, (n_noise, *shape), x.dtype) if n_noise else None
         return x, noise
 
-    x, noise = jax.vmap(one)(keys)
-    return (jax.vmap(samplers.dpmpp_2m_init)(x) if sampler in _MULTISTEP else x), noise
+    return jax.vmap(one)(keys)
 
 
 @eqx.filter_jit
-def _step_batch(eps_model, carry, level, level_next, xi, settings, sampler, last):
-    """Step $i$ for the whole batch: `level`, `level_next` and `settings` are traced, so one
-    compile serves every step and every noise-level schedule; `last` (a step to σ = 0) is static."""
-    denoiser = denoiser_from_eps(eps_model)
-
-    def one(carry, xi):
-        if sampler == "euler":
-            return samplers.euler_step(denoiser, carry, level, level_next)
-        if sampler in ("heun", "stochastic"):
-            return samplers.heun_step(denoiser, carry, level, level_next, correct=not last, churn=settings, xi=xi)
-        if sampler == "dpm_2":
-            return samplers.dpm_2_step(denoiser, carry, level, level_next, midpoint=not last)
-        if sampler == "dpmpp_2m":
-            return samplers.dpmpp_2m_step(denoiser, carry, level, level_next, final=last)
-        if sampler == "dpmpp_2m_sde":
-            eta, S_noise = settings
-            return samplers.dpmpp_2m_step(
-                denoiser, carry, level, level_next, final=last, eta=eta, S_noise=S_noise, xi=xi
-            )
-        if sampler == "ancestral":
-            return samplers.ancestral_step(eps_model, carry, level, level_next, xi)
-        return samplers.ddim_step(eps_model, carry, level, level_next)
-
-    return jax.vmap(one)(carry, xi)
+def _model_batch(eps_model, x, level, edm):
+    r"""The only compiled program with the model in it: $D(x;\sigma)$ (`edm`) or $\hat\epsilon(z;\lambda)$ for
+    the batch, `level` traced, so one compile serves every step, sampler and noise schedule."""
+    if edm:
+        return jax.vmap(lambda x: denoiser_from_eps(eps_model)(x, level))(x)
+    return jax.vmap(lambda z: eps_model(z, level))(x)
 
 
-@eqx.filter_jit
-def _finish_batch(eps_model, carry, level, sampler):
-    if sampler in _MULTISTEP:
-        return carry[0]
-    if sampler in _EDM_SAMPLERS:
-        return carry
-    return jax.vmap(lambda z: _denoise_vp(eps_model, z, level))(carry)
+def _step(sampler, model, carry, level, level_next, xi, settings, last):
+    """Step $i$ for the whole batch (the step functions are elementwise apart from `model`)."""
+    if sampler == "euler":
+        return samplers.euler_step(model, carry, level, level_next)
+    if sampler in ("heun", "stochastic"):
+        return samplers.heun_step(model, carry, level, level_next, correct=not last, churn=settings, xi=xi)
+    if sampler == "dpm_2":
+        return samplers.dpm_2_step(model, carry, level, level_next, midpoint=not last)
+    if sampler == "dpmpp_2m":
+        return samplers.dpmpp_2m_step(model, carry, level, level_next, final=last)
+    if sampler == "dpmpp_2m_sde":
+        eta, S_noise = settings
+        return samplers.dpmpp_2m_step(model, carry, level, level_next, final=last, eta=eta, S_noise=S_noise, xi=xi)
+    if sampler == "ancestral":
+        return samplers.ancestral_step(model, carry, level, level_next, xi)
+    return samplers.ddim_step(model, carry, level, level_next)
 
 
 def _stepped_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn):
-    """`_sample_batch` with the step loop in Python around one compiled step."""
+    """`_sample_batch` with the step loop in Python: the model runs in one compiled program
+    (`_model_batch`), the samplers' elementwise step arithmetic runs eagerly around it."""
     dtype = jnp.result_type(float)
     values = np.asarray(levels, dtype=np.float64)
     n = values.size - 1
-    levels = jnp.asarray(values, dtype)
+    levels = jax.device_put([np.asarray(v, dtype) for v in values])
+    edm = sampler in _EDM_SAMPLERS
     n_noise = n if sampler in _STOCHASTIC else 0
     carry, noise = _start_batch(keys, levels[0], n_noise, shape, sampler, sigma_data)
+    if sampler in _MULTISTEP:  # one step size for the whole batch: h_{i-1} is a scalar
+        carry = samplers.dpmpp_2m_init(carry)
     settings = _churn(sampler, churn, n, dtype)
+
+    def model(x, level):
+        return _model_batch(eps_model, x, level, edm)
+
     for i in range(n):
-        last = sampler in _EDM_SAMPLERS and i == n - 1 and values[-1] == 0.0
+        last = edm and i == n - 1 and values[-1] == 0.0
         xi = None if noise is None else noise[:, i]
-        carry = _step_batch(eps_model, carry, levels[i], levels[i + 1], xi, settings, sampler, bool(last))
-    return _finish_batch(eps_model, carry, levels[-1], sampler)
+        carry = _step(sampler, model, carry, levels[i], levels[i + 1], xi, settings, bool(last))
+    if sampler in _MULTISTEP:
+        return carry[0]
+    if edm:
+        return carry
+    alpha, sigma = alpha_sigma(levels[-1])
+    return (carry - sigma * model(carry, levels[-1])) / alpha
 
 
 def generate(
@@ -262,9 +266,9 @@ def generate(
     same levels as log-SNRs unless `schedule` gives them (`schedule.logsnr(1 - i/N)`).
     Batches of `batch_size` run through one `eqx.filter_jit`-ed, vmapped function; sample
     $i$ depends only on `key` and $i$, not on `batch_size`. `unroll=True` keeps the model out
-    of XLA loops: one step compiled once per batch shape, called $N$ times (see the module
-    docstring; use it for convolutional models); `unroll=False` runs the sampler's
-    `lax.scan` in one program. Both give the same samples up to float rounding.
+    of XLA loops: the model call is compiled once per batch shape and the steps run from
+    Python (see the module docstring; use it for convolutional models); `unroll=False` runs
+    the sampler's `lax.scan` in one program. Both give the same samples up to float rounding.
 
     **Returns:** a float32 NumPy array `(num, *shape)` in model (data) space.
     """
