@@ -84,9 +84,11 @@ class AbstractSchedule(eqx.Module):
 def bisect_inverse(logsnr_fn, logsnr, iterations: int = 60) -> Array:
     r"""Solve $\lambda(t) = $ `logsnr` for a decreasing `logsnr_fn` on $[0, 1]$.
 
-    Bisection finds $t_b$ (no gradient); one Newton step $t = t_b - (\lambda(t_b) - \lambda)/\lambda'(t_b)$
+    Bisection finds $t_b$ (no gradient); a Newton step $t_1 = t_b - (\lambda(t_b) - \lambda)/\lambda'(t_b)$
     then carries the implicit-function derivative $dt/d\lambda = 1/\lambda'(t)$ to `logsnr` and to
-    any parameters of `logsnr_fn`.
+    any parameters of `logsnr_fn`, and a second one from $t_1$ the second derivative
+    $d^2t/d\lambda^2 = -\lambda''/\lambda'^3$ (so the density $-dt/d\lambda$ has the right gradient).
+    At the root both steps leave the value unchanged.
     """
     logsnr = as_float(logsnr)
     target = jax.lax.stop_gradient(logsnr)
@@ -98,9 +100,11 @@ def bisect_inverse(logsnr_fn, logsnr, iterations: int = 60) -> Array:
         return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
 
     lo, hi = jax.lax.fori_loop(0, iterations, step, (jnp.zeros_like(logsnr), jnp.ones_like(logsnr)))
-    t_b = jax.lax.stop_gradient(0.5 * (lo + hi))
-    value, slope = jax.jvp(logsnr_fn, (t_b,), (jnp.ones_like(t_b),))
-    return t_b - (value - logsnr) / slope
+    t = jax.lax.stop_gradient(0.5 * (lo + hi))
+    for _ in range(2):
+        value, slope = jax.jvp(logsnr_fn, (t,), (jnp.ones_like(t),))
+        t = t - (value - logsnr) / slope
+    return t
 
 
 class LinearLogSNR(AbstractSchedule):
