@@ -123,6 +123,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="sampling seed (default: eval.seed)")
     p.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples.png)")
     p.add_argument("--npy", type=Path, help="also save the samples as a .npy array")
+    p.add_argument(
+        "--class",
+        dest="label",
+        metavar="C",
+        help="class-conditional model: samples of class C, or 'all' for a grid with one row per "
+        "class (--num samples per class, default 10)",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        metavar="W",
+        help="classifier-free guidance scale with --class (1: conditional, 0: unconditional; default: eval.guidance)",
+    )
 
     p = sub.add_parser(
         "evaluate",
@@ -241,20 +254,68 @@ def _check_sample_flags(args) -> None:
             raise ConfigError(f"{flag} {value}: must be an integer >= {least} (or left out for the run's eval.* value).")
 
 
+def _class_labels(args, config, num: int):
+    """The class of each sample for `--class C|all` (`None` without `--class`), checked against
+    the run's `model.args.num_classes` before JAX loads; `--guidance` needs `--class`.
+
+    **Returns:** `(labels or None, samples per grid row or None)`.
+    """
+    import math
+
+    import numpy as np
+
+    from eqx_impl.train.config import ConfigError
+
+    num_classes = config.model.args.get("num_classes")
+    if num_classes is None:
+        if args.label is not None or args.guidance is not None:
+            flag = "--class" if args.label is not None else "--guidance"
+            raise ConfigError(
+                f"{flag}: this run's model is unconditional (no model.args.num_classes), so it takes no class "
+                "and no guidance scale; train a class-conditional model with --set model.args.num_classes=10."
+            )
+        return None, None
+    if args.guidance is not None and (args.label is None or not math.isfinite(args.guidance)):
+        raise ConfigError(
+            f"--guidance {args.guidance}: give a finite scale together with --class C or --class all "
+            "(guidance steers samples towards a class)."
+        )
+    if args.label is None:
+        return None, None
+    if args.label == "all":
+        per_class = args.num or 10
+        return np.repeat(np.arange(num_classes), per_class), per_class
+    try:
+        label = int(args.label)
+    except ValueError:
+        label = -1
+    if not 0 <= label < num_classes:
+        raise ConfigError(
+            f"--class {args.label}: the run's data set has the classes 0..{num_classes - 1}; "
+            "pass one of them, or --class all."
+        )
+    return np.full(num, label), None
+
+
 def _cmd_sample(args) -> int:
     from eqx_impl.train.rundir import run_config
 
     _check_sample_flags(args)  # before JAX loads and the run is rebuilt
-    run_config(args.run_dir)  # a clear error if this is not a run directory
+    config = run_config(args.run_dir)  # a clear error if this is not a run directory
+    labels, per_row = _class_labels(args, config, args.num or config.eval.num_samples)
     import numpy as np
 
+    from eqx_impl.train.config import ConfigError
     from eqx_impl.train.evaluate import draw_samples, save_samples
     from eqx_impl.train.rundir import load_run
     setup, state, path = load_run(args.run_dir, checkpoint=args.checkpoint, report=_note)
     model = state.model if args.raw else state.ema
     ev = setup.config.eval
+    known = setup.dataset.train_labels  # present for a conditional run (checked when it was built)
+    if labels is not None and known is not None and not set(labels.tolist()) <= set(np.unique(known).tolist()):
+        raise ConfigError(f"--class {args.label}: {setup.dataset.name!r} has no such label.")
     print(
-        f"compiling the sampler, then drawing {args.num or ev.num_samples} samples "
+        f"compiling the sampler, then drawing {args.num or ev.num_samples if labels is None else len(labels)} samples "
         f"({args.sampler or ev.sampler}, {args.steps or ev.sampling_steps} steps)...",
         file=sys.stderr,
     )
@@ -262,13 +323,21 @@ def _cmd_sample(args) -> int:
         setup.config,
         model,
         setup.dataset.shape,
-        num=args.num,
+        num=args.num if labels is None else len(labels),
         sampler=args.sampler,
         steps=args.steps,
         seed=args.seed,
         progress=not args.no_progress,
+        labels=labels,
+        guidance=args.guidance,
     )
-    out = save_samples(samples, setup.dataset, args.out or Path(args.run_dir) / "samples.png")
+    out = args.out or Path(args.run_dir) / "samples.png"
+    if per_row is not None:  # --class all: one row per class
+        from eqx_impl.evaluation import save_grid
+
+        out = save_grid(samples, out, nrow=per_row, num_levels=setup.dataset.num_levels)
+    else:
+        out = save_samples(samples, setup.dataset, out)
     if args.npy is not None:
         args.npy.parent.mkdir(parents=True, exist_ok=True)
         np.save(args.npy, samples)

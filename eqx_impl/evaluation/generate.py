@@ -38,7 +38,9 @@ batch shape, whatever the sampler, `steps`, `sigma_min`, `sigma_max` or `key`
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -54,7 +56,7 @@ from eqx_impl.edm import denoiser_from_eps, edm_sigmas
 from eqx_impl.evaluation.estimate import check_batch_size, map_batches
 from eqx_impl.schedules import AbstractSchedule, alpha_sigma, sigma_to_logsnr
 
-__all__ = ["SAMPLERS", "generate", "sampler_steps", "to_levels"]
+__all__ = ["SAMPLERS", "GuidedEps", "generate", "sampler_steps", "to_levels"]
 
 _EDM_SAMPLERS = ("heun", "euler", "stochastic", "dpm_2", "dpmpp_2m", "dpmpp_2m_sde")
 _MULTISTEP = ("dpmpp_2m", "dpmpp_2m_sde")
@@ -97,6 +99,38 @@ def sampler_steps(
     return schedule.logsnr(t)
 
 
+class GuidedEps(eqx.Module):
+    r"""Classifier-free guidance of a class-conditional ε-model (module docstring):
+    `GuidedEps(eps_model, w)(z, logsnr, label=c)` is
+    $\hat\epsilon(z;\lambda,\varnothing) + w\,(\hat\epsilon(z;\lambda,c) - \hat\epsilon(z;\lambda,\varnothing))$,
+    with `eps_model(z, logsnr)` the null label and `eps_model(z, logsnr, label=c)` class $c$.
+    $w = 1$ and $w = 0$ call the model once and return its conditional or unconditional
+    prediction exactly.
+    """
+
+    eps_model: Callable[..., Array]
+    guidance: float = eqx.field(static=True)
+
+    def __check_init__(self):
+        if not math.isfinite(self.guidance):
+            raise ValueError(f"guidance must be a finite number, got {self.guidance}.")
+
+    def __call__(self, z, logsnr, *, label):
+        r"""**Returns:** the guided $\hat\epsilon$, shape like `z`."""
+        if self.guidance == 1.0:
+            return self.eps_model(z, logsnr, label=label)
+        uncond = self.eps_model(z, logsnr)
+        if self.guidance == 0.0:
+            return uncond
+        cond = self.eps_model(z, logsnr, label=label)
+        return uncond + self.guidance * (cond - uncond)
+
+
+def _bind(eps_model, label):
+    """The ε-model of one example: `eps_model` itself, or bound to its class `label`."""
+    return eps_model if label is None else functools.partial(eps_model, label=label)
+
+
 def _check_sampler(sampler: str) -> None:
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
@@ -128,16 +162,17 @@ def _churn(sampler, churn, n_steps, dtype):
 
 
 @eqx.filter_jit
-def _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn):
+def _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn, labels=None):
     # One program: the samplers' own `lax.scan`. `levels` is a static tuple, so the Heun and
     # DPM samplers decide their final step (to σ = 0) outside the loop.
     levels = jnp.asarray(levels, dtype=jnp.result_type(float))
     n = levels.shape[0] - 1
     settings = _churn(sampler, churn, n, levels.dtype)
 
-    def one(key):
+    def one(key, label):
+        eps_model_i = _bind(eps_model, label)
         x, key_noise = _start(key, shape, sampler, levels, sigma_data)
-        denoiser = denoiser_from_eps(eps_model)
+        denoiser = denoiser_from_eps(eps_model_i)
         if sampler == "euler":
             return samplers.euler_sampler(denoiser, x, levels)
         if sampler == "heun":
@@ -153,15 +188,22 @@ def _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn):
             return samplers.dpmpp_2m_sampler(denoiser, x, levels)
         if sampler == "dpmpp_2m_sde":
             return samplers.dpmpp_2m_sde_sampler(
-                denoiser, x, levels, eta=settings[0], S_noise=settings[1], key=key_noise
+                denoiser,
+                x,
+                levels,
+                eta=settings[0],
+                S_noise=settings[1],
+                key=key_noise,
             )
         if sampler == "ancestral":
-            z = samplers.ancestral_sampler(eps_model, x, levels, key=key_noise)
+            z = samplers.ancestral_sampler(eps_model_i, x, levels, key=key_noise)
         else:
-            z = samplers.ddim_sampler(eps_model, x, levels)
-        return _denoise_vp(eps_model, z, levels[-1])
+            z = samplers.ddim_sampler(eps_model_i, x, levels)
+        return _denoise_vp(eps_model_i, z, levels[-1])
 
-    return jax.vmap(one)(keys)
+    if labels is None:
+        return jax.vmap(lambda key: one(key, None))(keys)
+    return jax.vmap(one)(keys, labels)
 
 
 # --- one compiled step, looped in Python ----------------------------------------------------
@@ -178,16 +220,21 @@ def _start_batch(keys, level0, n_noise, shape, sampler, sigma_data):
         noise = jax.random.normal(key_noise, (n_noise, *shape), x.dtype) if n_noise else None
         return x, noise
 
-    return jax.vmap(one)(keys)
+    x, noise = jax.vmap(one)(keys)
+    return x, noise
 
 
 @eqx.filter_jit
-def _model_batch(eps_model, x, level, edm):
+def _model_batch(eps_model, x, level, edm, labels=None):
     r"""The only compiled program with the model in it: $D(x;\sigma)$ (`edm`) or $\hat\epsilon(z;\lambda)$ for
     the batch, `level` traced, so one compile serves every step, sampler and noise schedule."""
+    if labels is None:
+        if edm:
+            return jax.vmap(lambda x: denoiser_from_eps(eps_model)(x, level))(x)
+        return jax.vmap(lambda z: eps_model(z, level))(x)
     if edm:
-        return jax.vmap(lambda x: denoiser_from_eps(eps_model)(x, level))(x)
-    return jax.vmap(lambda z: eps_model(z, level))(x)
+        return jax.vmap(lambda x, c: denoiser_from_eps(_bind(eps_model, c))(x, level))(x, labels)
+    return jax.vmap(lambda z, c: eps_model(z, level, label=c))(x, labels)
 
 
 def _step(sampler, model, carry, level, level_next, xi, settings, last):
@@ -208,7 +255,7 @@ def _step(sampler, model, carry, level, level_next, xi, settings, last):
     return samplers.ddim_step(model, carry, level, level_next)
 
 
-def _stepped_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn):
+def _stepped_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn, labels=None):
     """`_sample_batch` with the step loop in Python: the model runs in one compiled program
     (`_model_batch`), the samplers' elementwise step arithmetic runs eagerly around it."""
     dtype = jnp.result_type(float)
@@ -223,7 +270,7 @@ def _stepped_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn):
     settings = _churn(sampler, churn, n, dtype)
 
     def model(x, level):
-        return _model_batch(eps_model, x, level, edm)
+        return _model_batch(eps_model, x, level, edm, labels)
 
     for i in range(n):
         last = edm and i == n - 1 and values[-1] == 0.0
@@ -257,6 +304,8 @@ def generate(
     batch_size: int = 256,
     progress: bool = False,
     unroll: bool = False,
+    labels: npt.ArrayLike | None = None,
+    guidance: float | None = None,
 ) -> Float[np.ndarray, " num *shape"]:
     r"""Draw `num` samples of one-example shape `shape` from `eps_model(z, logsnr) -> ε̂`.
 
@@ -288,11 +337,26 @@ def generate(
 
     levels = tuple(float(v) for v in np.asarray(levels))
     sample_batch = _stepped_batch if unroll else _sample_batch
+    if labels is None:
+        if guidance is not None:
+            raise ValueError(
+                "guidance needs labels: classifier-free guidance steers a class-conditional model "
+                "towards the classes in labels; pass labels=, or leave guidance=None."
+            )
 
-    def run(keys, _index):
-        return sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn)
+        def run(keys, _index):
+            return sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn)
 
-    return map_batches(run, (keys,), batch_size=batch_size, progress=progress, desc=sampler)
+        return map_batches(run, (keys,), batch_size=batch_size, progress=progress, desc=sampler)
+    labels = np.asarray(labels)
+    if labels.shape != (int(num),) or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be {num} integers (one class per sample), got {labels.dtype} {labels.shape}.")
+    guided = GuidedEps(eps_model, 1.0 if guidance is None else float(guidance))
+
+    def run_labelled(keys, labels, _index):
+        return sample_batch(guided, keys, levels, shape, sampler, sigma_data, churn, jnp.asarray(labels, jnp.int32))
+
+    return map_batches(run_labelled, (keys, labels), batch_size=batch_size, progress=progress, desc=sampler)
 
 
 def to_levels(samples: npt.ArrayLike, num_levels: int) -> np.ndarray:

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eqx_impl._typing import Array, Float, PRNGKeyArray, ScalarLike
+from eqx_impl._typing import Array, ArrayLike, Float, Int, PRNGKeyArray, ScalarLike
 
-__all__ = ["NoiseEmbedding", "fourier_features", "sinusoidal_embedding"]
+__all__ = ["NoiseEmbedding", "add_label", "fourier_features", "label_embedding", "sinusoidal_embedding"]
 
 
 def sinusoidal_embedding(
@@ -94,3 +94,38 @@ class NoiseEmbedding(eqx.Module):
         features = sinusoidal_embedding(logsnr, self.num_features, self.min_period, self.max_period)
         h = jax.nn.silu(self.linear1(features.astype(self.linear1.weight.dtype)))
         return self.linear2(h)
+
+
+def label_embedding(num_classes: int | None, embed_dim: int, *, key: PRNGKeyArray) -> eqx.nn.Embedding | None:
+    r"""The class-label embedding of a conditional network: `eqx.nn.Embedding(num_classes + 1,
+    embed_dim)`, whose last row (index `num_classes`) is the null label $\varnothing$ of
+    classifier-free guidance. `num_classes=None`: an unconditional network, no embedding.
+
+    **Returns:** the embedding, or `None`.
+    """
+    if num_classes is None:
+        return None
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer (or None: unconditional), got {num_classes!r}.")
+    return eqx.nn.Embedding(int(num_classes) + 1, embed_dim, key=key)
+
+
+def add_label(
+    emb: Float[Array, " embed_dim"],
+    embedding: eqx.nn.Embedding | None,
+    label: Int[ArrayLike, ""] | None,
+) -> Float[Array, " embed_dim"]:
+    r"""$e(\lambda) + E[c]$: the noise embedding plus the label's row ($c = \varnothing$, the last
+    row, when `label` is None). An unconditional network (`embedding` None) takes no label.
+
+    **Returns:** the conditioning vector, shape and dtype of `emb`.
+    """
+    if embedding is None:
+        if label is not None:
+            raise ValueError(
+                "This network is unconditional (built without num_classes) and takes no label; "
+                "call it without label=, or build it with num_classes (model.args.num_classes)."
+            )
+        return emb
+    index = embedding.num_embeddings - 1 if label is None else label
+    return emb + embedding(jnp.asarray(index, jnp.int32)).astype(emb.dtype)

@@ -6,8 +6,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from eqx_impl._typing import Array, Float, PRNGKeyArray, ScalarLike
-from eqx_impl.models.embeddings import NoiseEmbedding, fourier_features
+from eqx_impl._typing import Array, ArrayLike, Float, Int, PRNGKeyArray, ScalarLike
+from eqx_impl.models.embeddings import NoiseEmbedding, add_label, fourier_features, label_embedding
 
 __all__ = ["MLP"]
 
@@ -21,15 +21,20 @@ class MLP(eqx.Module):
     with $e$ the `NoiseEmbedding` of $\lambda$ (`embed_dim` wide) and $\mathrm{ff}$ VDM's
     Fourier features for `fourier_exponents` (none by default). The output layer starts at
     zero (`zero_init_output`), so an untrained model predicts 0 for its target.
+    With `num_classes`, $e(\lambda)$ becomes $e(\lambda) + E[c]$ for a class label $c$, $E$ an
+    `eqx.nn.Embedding(num_classes + 1, embed_dim)` whose last row is the null label
+    (`label=None`); without, the network is unconditional.
     Batch with `jax.vmap(model)(z, logsnr)`.
     """
 
     embedding: NoiseEmbedding
+    label_embedding: eqx.nn.Embedding | None
     layers: tuple[eqx.nn.Linear, ...]
     conditioning: tuple[eqx.nn.Linear, ...]
     output: eqx.nn.Linear
     data_dim: int = eqx.field(static=True)
     fourier_exponents: tuple[int, ...] = eqx.field(static=True)
+    num_classes: int | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -44,6 +49,7 @@ class MLP(eqx.Module):
         zero_init_output: bool = True,
         min_period: float = 1.0,
         max_period: float = 200.0,
+        num_classes: int | None = None,
     ):
         if depth < 1 or width < 1 or data_dim < 1:
             raise ValueError(f"MLP needs data_dim, width and depth >= 1, got {data_dim}, {width}, {depth}.")
@@ -51,6 +57,9 @@ class MLP(eqx.Module):
         self.embedding = NoiseEmbedding(
             num_features, embed_dim, key=embed_key, min_period=min_period, max_period=max_period
         )
+        # Its own key (not one of the split above), so an unconditional MLP is unchanged.
+        self.label_embedding = label_embedding(num_classes, embed_dim, key=jax.random.fold_in(key, 1))
+        self.num_classes = None if num_classes is None else int(num_classes)
         in_dim = data_dim * (1 + 2 * len(fourier_exponents))
         sizes = [in_dim] + [width] * depth
         self.layers = tuple(
@@ -70,9 +79,15 @@ class MLP(eqx.Module):
         self.fourier_exponents = tuple(int(n) for n in fourier_exponents)
 
     def __call__(
-        self, z: Float[Array, " data_dim"], logsnr: ScalarLike, *, key: PRNGKeyArray | None = None
+        self,
+        z: Float[Array, " data_dim"],
+        logsnr: ScalarLike,
+        *,
+        key: PRNGKeyArray | None = None,
+        label: Int[ArrayLike, ""] | None = None,
     ) -> Float[Array, " data_dim"]:
-        """`key` is accepted for a uniform network interface and unused (no dropout).
+        """`key` is accepted for a uniform network interface and unused (no dropout). `label`:
+        the class in `0..num_classes-1` (`None`: the null label; only for a conditional MLP).
 
         **Returns:** the prediction for one example, shape `(data_dim,)`.
         """
@@ -82,7 +97,7 @@ class MLP(eqx.Module):
                 f"MLP acts on one example of shape ({self.data_dim},), got {z.shape}; "
                 "for a batch use jax.vmap(model)(z, logsnr)."
             )
-        emb = self.embedding(jnp.asarray(logsnr, dtype=z.dtype))
+        emb = add_label(self.embedding(jnp.asarray(logsnr, dtype=z.dtype)), self.label_embedding, label)
         h = z
         if self.fourier_exponents:
             h = jnp.concatenate([z, fourier_features(z, self.fourier_exponents)])

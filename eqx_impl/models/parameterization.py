@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 import _checks
-from eqx_impl._typing import Array, Data, Float, PRNGKeyArray, ScalarLike
+from eqx_impl._typing import Array, ArrayLike, Data, Float, Int, PRNGKeyArray, ScalarLike
 from eqx_impl.targets import _edm_denominator, eps_from_prediction
 
 __all__ = ["EpsModel"]
@@ -50,8 +50,11 @@ class EpsModel(eqx.Module):
         self.sigma_data = _checks.positive("sigma_data", sigma_data)
         self.normalize_input = (target == "F") if normalize_input is None else bool(normalize_input)
 
-    def __call__(self, z: Data, logsnr: ScalarLike, *, key: PRNGKeyArray | None = None) -> Float[Array, "*dims"]:
-        r"""$\hat\epsilon(z; \lambda)$ for one example; `key` (dropout) goes to the network.
+    def __call__(
+        self, z: Data, logsnr: ScalarLike, *, key: PRNGKeyArray | None = None, label: Int[ArrayLike, ""] | None = None
+    ) -> Float[Array, "*dims"]:
+        r"""$\hat\epsilon(z; \lambda)$ for one example; `key` (dropout) and `label` (class, for a
+        conditional network; `None`: none passed) go to the network.
 
         **Returns:** $\hat\epsilon$, shape like `z`.
         """
@@ -59,7 +62,8 @@ class EpsModel(eqx.Module):
         z_in = z
         if self.normalize_input:
             z_in = z * jax.lax.rsqrt(_edm_denominator(logsnr, self.sigma_data))
-        prediction = self.net(z_in, logsnr) if key is None else self.net(z_in, logsnr, key=key)
+        extra = {k: v for k, v in (("key", key), ("label", label)) if v is not None}
+        prediction = self.net(z_in, logsnr, **extra)
         if prediction.shape != z.shape:
             raise ValueError(
                 f"The network returned shape {prediction.shape} for an input of shape {z.shape}; "

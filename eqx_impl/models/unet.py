@@ -6,9 +6,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from eqx_impl._typing import Array, Float, PRNGKeyArray, ScalarLike
+from eqx_impl._typing import Array, ArrayLike, Float, Int, PRNGKeyArray, ScalarLike
 from eqx_impl.models.attention import SelfAttention
-from eqx_impl.models.embeddings import NoiseEmbedding, fourier_features
+from eqx_impl.models.embeddings import NoiseEmbedding, add_label, fourier_features, label_embedding
 from eqx_impl.models.precision import float32_norm
 from eqx_impl.models.resblock import ResBlock
 
@@ -33,7 +33,9 @@ class UNet(eqx.Module):
     (`zero_init_output`), so an untrained model predicts 0 for its target.
 
     Conditioning: `NoiseEmbedding` of $\lambda$ (width `4 * channels[0]`), added in every
-    ResBlock. Optional input features: VDM's Fourier features $\sin/\cos(2^n\pi z)$ for
+    ResBlock. With `num_classes`, a class label $c$ is added to it: $e(\lambda) + E[c]$ with
+    $E$ an `eqx.nn.Embedding(num_classes + 1, ·)` whose last row is the null label
+    (`label=None`); without, the network is unconditional. Optional input features: VDM's Fourier features $\sin/\cos(2^n\pi z)$ for
     $n \in$ `fourier_exponents`, concatenated to $z$ on the channel axis.
     Height and width must be divisible by $2^{L-1}$. Batch with `jax.vmap(model)(z, logsnr)`.
 
@@ -43,6 +45,7 @@ class UNet(eqx.Module):
         """
 
     embedding: NoiseEmbedding
+    label_embedding: eqx.nn.Embedding | None
     conv_in: eqx.nn.Conv2d
     down_blocks: tuple[tuple[ResBlock, ...], ...]
     down_attention: tuple[tuple[SelfAttention | None, ...], ...]
@@ -60,6 +63,7 @@ class UNet(eqx.Module):
     num_res_blocks: int = eqx.field(static=True)
     attention_levels: tuple[int, ...] = eqx.field(static=True)
     fourier_exponents: tuple[int, ...] = eqx.field(static=True)
+    num_classes: int | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -79,6 +83,7 @@ class UNet(eqx.Module):
         zero_init_output: bool = True,
         min_period: float = 1.0,
         max_period: float = 200.0,
+        num_classes: int | None = None,
     ):
         channels = tuple(int(c) for c in channels)
         if not channels or num_res_blocks < 1:
@@ -99,6 +104,9 @@ class UNet(eqx.Module):
         self.embedding = NoiseEmbedding(
             num_features, embed_dim, key=embed_key, min_period=min_period, max_period=max_period
         )
+        # Its own key (not one of the split above), so an unconditional U-Net is unchanged.
+        self.label_embedding = label_embedding(num_classes, embed_dim, key=jax.random.fold_in(key, 1))
+        self.num_classes = None if num_classes is None else int(num_classes)
         net_in = in_channels * (1 + 2 * len(fourier_exponents))
         self.conv_in = eqx.nn.Conv2d(net_in, channels[0], 3, padding=1, key=in_key)
 
@@ -174,8 +182,10 @@ class UNet(eqx.Module):
         logsnr: ScalarLike,
         *,
         key: PRNGKeyArray | None = None,
+        label: Int[ArrayLike, ""] | None = None,
     ) -> Float[Array, "channels height width"]:
-        """`key` drives dropout; needed only when `dropout > 0` and training.
+        """`key` drives dropout; needed only when `dropout > 0` and training. `label`: the class
+        in `0..num_classes-1` (`None`: the null label; only for a conditional U-Net).
 
         **Returns:** the prediction for one image, shape like `z`.
         """
@@ -189,7 +199,7 @@ class UNet(eqx.Module):
         num_blocks = 2 + (2 * self.num_res_blocks + 1) * len(self.channels)
         keys = iter([None] * num_blocks if key is None else jax.random.split(key, num_blocks))
         compute = self.conv_in.weight.dtype  # bfloat16 under that precision policy
-        emb = self.embedding(jnp.asarray(logsnr, dtype=z.dtype))
+        emb = add_label(self.embedding(jnp.asarray(logsnr, dtype=z.dtype)), self.label_embedding, label)
 
         h = z
         if self.fourier_exponents:

@@ -77,7 +77,10 @@ class ModelConfig:
 class ObjectiveConfig:
     r"""The weighted loss $\tfrac12\,w(\lambda)/p(\lambda)\,\ell$: weighting $w$ by name and
     parameters, proposal $p$ (a schedule, `adaptive` or `learned`), the network's target, and
-    the log-SNR interval (`null`: the schedule's own; required for `adaptive`/`learned`)."""
+    the log-SNR interval (`null`: the schedule's own; required for `adaptive`/`learned`).
+    `label_dropout`: for a class-conditional model (`model.args.num_classes`), the
+    probability that a training label is replaced by the null label (classifier-free
+    guidance); unused otherwise."""
 
     weighting: str = "sigmoid"
     weighting_args: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +89,7 @@ class ObjectiveConfig:
     target: str = "eps"
     logsnr_min: float | None = -15.0
     logsnr_max: float | None = 15.0
+    label_dropout: float = 0.1
 
 
 @dataclass
@@ -145,7 +149,9 @@ class EvalConfig:
     unrolls the sampler's loop (`null`: for a `unet`, whose convolutions XLA:CPU runs many
     times slower inside a loop). `nll_ode` (probability-flow ODE likelihood) integrates with RK4
     in `ode_steps` steps; `ode_probes`: Hutchinson probes per example (`null`: the exact
-    divergence for data of at most 32 dimensions, one probe otherwise)."""
+    divergence for data of at most 32 dimensions, one probe otherwise). `guidance`: the
+    classifier-free guidance scale $w$ of a class-conditional model (`null`: 1, the
+    conditional model unguided; 0: the unconditional one)."""
 
     num_samples: int = 64
     sampler: str = "heun"
@@ -158,6 +164,7 @@ class EvalConfig:
     ode_probes: int | None = None
     batch_size: int = 256
     seed: int = 0
+    guidance: float | None = None
 
 
 @dataclass
@@ -308,6 +315,7 @@ def check_values(config: Config) -> None:
             o.logsnr_min,
             f"below objective.logsnr_max = {o.logsnr_max}",
         )
+    _require(0 <= o.label_dropout < 1, "objective.label_dropout", o.label_dropout, "in [0, 1)")
     s = config.model.sigma_data
     _require(s is None or (math.isfinite(s) and s > 0), "model.sigma_data", s, "> 0 or null")
     for name in ("lr", "schedule_lr", "eps"):
@@ -354,6 +362,14 @@ def check_values(config: Config) -> None:
     _require(op is None or op >= 1, "eval.ode_probes", op, "an integer >= 1 or null (auto)")
     _require(e.batch_size >= 1, "eval.batch_size", e.batch_size, "an integer >= 1")
     _require(e.seed >= 0, "eval.seed", e.seed, "an integer >= 0")
+    g = e.guidance
+    _require(g is None or math.isfinite(g), "eval.guidance", g, "a finite number or null")
+    _require(
+        g is None or config.model.args.get("num_classes") is not None,
+        "eval.guidance",
+        g,
+        "null for an unconditional model (set model.args.num_classes to train a class-conditional one)",
+    )
 
 
 # --- files and overrides -------------------------------------------------------------------

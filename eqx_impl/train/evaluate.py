@@ -63,9 +63,14 @@ def draw_samples(
     steps: int | None = None,
     seed: int | None = None,
     progress: bool = False,
+    labels: np.ndarray | None = None,
+    guidance: float | None = None,
 ) -> np.ndarray:
     r"""Samples of the (EMA) ε-model with `eval.sampler` over the training interval:
     $\sigma_{\min} = e^{-\lambda_{\max}/2}$, $\sigma_{\max} = \min(80, e^{-\lambda_{\min}/2})$.
+    `labels` (one class per sample) for a class-conditional model, guided with scale
+    `guidance` (default `eval.guidance`; see `evaluation.generate`); without them a
+    conditional model samples with the null label (unconditionally).
 
     The network runs under `train.precision` (`models.precision`).
 
@@ -73,11 +78,15 @@ def draw_samples(
     """
     precision = Precision.create(config.train.precision)
     with precision.context():
-        return _draw_samples(config, precision.cast(model), shape, num, sampler, steps, seed, progress)
+        return _draw_samples(
+            config, precision.cast(model), shape, num, sampler, steps, seed, progress, labels, guidance
+        )
 
 
-def _draw_samples(config, model, shape, num, sampler, steps, seed, progress) -> np.ndarray:
+def _draw_samples(config, model, shape, num, sampler, steps, seed, progress, labels=None, guidance=None) -> np.ndarray:
     e = config.eval
+    if labels is not None and guidance is None:
+        guidance = e.guidance
     lo, hi = config.objective.logsnr_min, config.objective.logsnr_max
     seed = e.seed if seed is None else seed
     return ev.generate(
@@ -93,6 +102,8 @@ def _draw_samples(config, model, shape, num, sampler, steps, seed, progress) -> 
         batch_size=e.batch_size,
         progress=progress,
         unroll=_unroll(config),
+        labels=labels,
+        guidance=guidance,
     )
 
 

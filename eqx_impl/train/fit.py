@@ -89,8 +89,11 @@ def fit(run: Run, setup, state: TrainState, end: int, *, callbacks: Sequence[Cal
     t, mesh = run.config.train, setup.trainer.mesh
     start = step = int(state.step)
     raw = setup.dataset.model_data("train")
-    data = jnp.asarray(raw) if mesh is None else parallel.replicate(raw, mesh)
-    stream = data_lib.batches(np.arange(len(data)), t.batch_size, seed=t.seed, start_step=start)
+    num = len(raw)
+    if setup.trainer.num_classes is not None:  # a conditional model trains on (x, labels)
+        raw = (raw, np.asarray(setup.dataset.train_labels, np.int32))
+    data = jax.tree.map(jnp.asarray, raw) if mesh is None else parallel.replicate(raw, mesh)
+    stream = data_lib.batches(np.arange(num), t.batch_size, seed=t.seed, start_step=start)
     log = MetricsLog(run.directory / "metrics.jsonl", resume_step=start) if run.writer else None
     lr_at, bar, window = (
         learning_rate(run.config.optim, t.steps),

@@ -93,6 +93,8 @@ def build(config: Config, dataset: data_lib.Dataset | None = None) -> Setup:
         mesh,
         nonfinite=config.train.nonfinite,
         precision=Precision.create(config.train.precision),
+        num_classes=config.model.args.get("num_classes"),
+        label_dropout=o.label_dropout,
     )
     state = init_state(trainer, model, k_train)
     return Setup(config, dataset, weighting, proposal, trainer, state)

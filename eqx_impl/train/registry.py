@@ -25,6 +25,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import numpy as np
 
 import eqx_impl as ex
 import reference as ref
@@ -255,8 +256,9 @@ class Flatten(eqx.Module):
     net: Callable[..., Any]  # a vector network (an eqx.Module)
     shape: tuple[int, ...] = eqx.field(static=True)
 
-    def __call__(self, z, logsnr, *, key=None):
-        out = self.net(z.reshape(-1), logsnr, key=key)
+    def __call__(self, z, logsnr, *, key=None, label=None):
+        extra = {} if label is None else {"label": label}  # an unconditional network takes no label
+        out = self.net(z.reshape(-1), logsnr, key=key, **extra)
         return out.reshape(self.shape)
 
 
@@ -335,6 +337,26 @@ def _check_metrics(config: Config, dataset: data_lib.Dataset) -> None:
             )
 
 
+def _check_labels(config: Config, dataset: data_lib.Dataset) -> None:
+    """A class-conditional model (`model.args.num_classes`) needs a labelled data set whose
+    labels lie in `0..num_classes-1`."""
+    num_classes = config.model.args.get("num_classes")
+    if num_classes is None:
+        return
+    if dataset.train_labels is None:
+        raise ConfigError(
+            f"model.args.num_classes={num_classes}: a class-conditional model needs labels, and the "
+            f"data set {dataset.name!r} has none; use a labelled one (digits, mnist, cifar10) or "
+            "remove model.args.num_classes to train an unconditional model."
+        )
+    top = int(np.max(dataset.train_labels))
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= top:
+        raise ConfigError(
+            f"model.args.num_classes must be an integer > {top}, the largest label of {dataset.name!r} "
+            f"(its labels are 0..{top}), got {num_classes!r}."
+        )
+
+
 def resolve(config: Config, dataset: data_lib.Dataset | None = None) -> Config:
     """Fill in what the config leaves to the data and the schedule: `model.sigma_data`
     (measured on the training set) and the effective log-SNR interval. Builds the
@@ -359,6 +381,7 @@ def resolve(config: Config, dataset: data_lib.Dataset | None = None) -> Config:
         except ConfigError as err:  # drop JAX's note about filtered tracebacks
             raise ConfigError(str(err).split("\n-----")[0]) from None
     _check_metrics(config, dataset)
+    _check_labels(config, dataset)
     if normalize_name(config.model.name) not in MODELS:
         raise ConfigError(f"model.name: unknown model {config.model.name!r}; known: {', '.join(MODELS)}.")
     return resolved

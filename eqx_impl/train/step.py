@@ -17,6 +17,10 @@ $g_i = \partial\bar{\mathcal L}/\partial(\lambda_i, p_i)$, and
 $\partial\frac1B\sum\hat{\mathcal L}_i^2/\partial(\lambda_i, p_i) = 2\hat{\mathcal L}_i g_i$
 is pulled back through `sample` with its VJP. A proposal that ignores the gradient costs
 nothing for it: XLA removes the unused computation.
+
+A class-conditional trainer (`num_classes`) trains on batches `(x, labels)`: each label is
+replaced by the null label `num_classes` with probability `label_dropout` (classifier-free
+guidance's joint training of $\hat\epsilon(z;\lambda, c)$ and $\hat\epsilon(z;\lambda,\varnothing)$).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from eqx_impl.train.parallel import constrain_batch, constrain_replicated
 from eqx_impl.train.state import TrainState, initial_state
 from eqx_impl.weightings import AbstractWeighting
 
-__all__ = ["Gradients", "Trainer", "batch_losses", "init_state", "run_steps", "stratified_uniforms"]
+__all__ = ["Gradients", "Trainer", "batch_losses", "drop_labels", "init_state", "run_steps", "stratified_uniforms"]
 
 
 def stratified_uniforms(key, batch_size: int, dtype=jnp.float32):
@@ -52,20 +56,40 @@ def stratified_uniforms(key, batch_size: int, dtype=jnp.float32):
     return jnp.mod(u0 + jnp.arange(batch_size, dtype=dtype) / batch_size, 1.0)
 
 
-def batch_losses(model, weighting, x, logsnr, eps, density, keys=None):
+def drop_labels(key, labels, num_classes: int, rate: float):
+    r"""Each label replaced by the null label `num_classes` with probability `rate`,
+    independently (classifier-free guidance's label dropout).
+
+    **Returns:** int32, shape of `labels`.
+    """
+    drop = jax.random.bernoulli(key, rate, jnp.shape(labels))
+    return jnp.where(drop, num_classes, labels).astype(jnp.int32)
+
+
+def batch_losses(model, weighting, x, logsnr, eps, density, keys=None, labels=None):
     r"""$\hat{\mathcal L}_i = \tfrac12\,w(\lambda_i)/p_i\cdot\ell_i$ for each example: `weighted_loss`
-    vmapped over the batch. `keys` (one per example) go to the network (dropout).
+    vmapped over the batch. `keys` (one per example) go to the network (dropout), `labels`
+    (one per example) to a conditional network.
 
     **Returns:** shape `(B,)`.
     """
 
-    def one(x_i, logsnr_i, eps_i, density_i, key_i):
-        eps_model = model if key_i is None else functools.partial(model, key=key_i)
+    def one(x_i, logsnr_i, eps_i, density_i, key_i, label_i):
+        extra = {k: v for k, v in (("key", key_i), ("label", label_i)) if v is not None}
+        eps_model = functools.partial(model, **extra) if extra else model
         return weighted_loss(eps_model, x_i, logsnr_i, eps_i, weighting, density_i)
 
+    if keys is None and labels is None:
+        return jax.vmap(lambda x_i, logsnr_i, eps_i, density_i: one(x_i, logsnr_i, eps_i, density_i, None, None))(
+            x, logsnr, eps, density
+        )
+    if labels is None:
+        return jax.vmap(lambda *a: one(*a, None))(x, logsnr, eps, density, keys)
     if keys is None:
-        return jax.vmap(lambda *a: one(*a, None))(x, logsnr, eps, density)
-    return jax.vmap(one)(x, logsnr, eps, density, keys)
+        return jax.vmap(
+            lambda x_i, logsnr_i, eps_i, density_i, label_i: one(x_i, logsnr_i, eps_i, density_i, None, label_i)
+        )(x, logsnr, eps, density, labels)
+    return jax.vmap(one)(x, logsnr, eps, density, keys, labels)
 
 
 class Gradients(NamedTuple):
@@ -95,6 +119,10 @@ class Trainer(eqx.Module):
     # How the network computes (`models.precision`): its layers are cast inside the loss,
     # so parameters, gradients, optimiser state and EMA stay float32.
     precision: Precision = eqx.field(static=True, default=FULL_FLOAT32)
+    # A class-conditional model: batches are `(x, labels)`, each label dropped to the null
+    # label `num_classes` with probability `label_dropout`. `None`: unconditional.
+    num_classes: int | None = eqx.field(static=True, default=None)
+    label_dropout: float = eqx.field(static=True, default=0.0)
 
     def __check_init__(self):
         if self.nonfinite not in NONFINITE_POLICIES:
@@ -116,10 +144,13 @@ class Trainer(eqx.Module):
         mesh=None,
         nonfinite="stop",
         precision: Precision = FULL_FLOAT32,
+        num_classes: int | None = None,
+        label_dropout: float = 0.0,
     ):
         """**Returns:** a `Trainer` for these ingredients and optimiser settings (and a data
         mesh from `parallel.data_mesh`, or `None`); `nonfinite` is the policy for a step
-        whose loss or gradient is not finite (see `steps`); `precision` the network's policy."""
+        whose loss or gradient is not finite (see `steps`); `precision` the network's policy;
+        `num_classes` and `label_dropout` make it class-conditional (see the module docstring)."""
         # The step count matters only to a decaying learning rate; leaving it out otherwise
         # lets runs of different lengths share one compiled step.
         total_steps = int(total_steps) if optim.lr_decay != "constant" else 0
@@ -132,6 +163,8 @@ class Trainer(eqx.Module):
             mesh,
             str(nonfinite),
             precision,
+            None if num_classes is None else int(num_classes),
+            float(label_dropout),
         )
 
     @property
@@ -150,11 +183,31 @@ class Trainer(eqx.Module):
         """
         return initial_state(model, self.optimizer, self.proposal, key=key)
 
-    def losses(self, model, x, logsnr, eps, density, keys):
+    def losses(self, model, x, logsnr, eps, density, keys, labels=None):
         """Per-example $\\hat{\\mathcal L}_i$ with the network cast to the precision policy's
         dtype; see `batch_losses`. **Returns:** shape `(B,)`, float32."""
         model = self.precision.cast(model)
-        return batch_losses(model, self.weighting, x, logsnr, eps, density, keys if self.dropout else None)
+        return batch_losses(model, self.weighting, x, logsnr, eps, density, keys if self.dropout else None, labels)
+
+    def split_batch(self, state: TrainState, batch):
+        """`batch` as `(x, labels)`: `labels` after label dropout for a conditional trainer
+        (its key `fold_in(step_key, 1)`, apart from the other draws), `None` otherwise.
+
+        **Returns:** `(x, labels or None)`.
+        """
+        if self.num_classes is None:
+            if isinstance(batch, tuple):
+                raise ValueError(
+                    "Trainer: an unconditional trainer (num_classes=None) takes batches x, not (x, labels)."
+                )
+            return batch, None
+        if not isinstance(batch, tuple):
+            raise ValueError(
+                f"Trainer: a conditional trainer (num_classes={self.num_classes}) needs batches (x, labels)."
+            )
+        x, labels = batch
+        key = jax.random.fold_in(state.step_key(), 1)
+        return x, drop_labels(key, labels, self.num_classes, self.label_dropout)
 
     def draw(self, state: TrainState, x):
         """The step's randomness from `fold_in(key, step)`: uniforms, noise, network keys."""
@@ -164,19 +217,21 @@ class Trainer(eqx.Module):
         return u, eps, jax.random.split(k_net, x.shape[0])
 
     def gradients(self, state: TrainState, x) -> Gradients:
-        """Loss, per-example losses and gradients on the batch `x` (shape `(B, *data)`), in one
-        forward and one backward pass through the network.
+        """Loss, per-example losses and gradients on the batch `x` (shape `(B, *data)`, or
+        `(x, labels)` for a conditional trainer), in one forward and one backward pass
+        through the network.
 
         **Returns:** `Gradients`; `proposal_grads` is the gradient of the mean squared
         estimate with respect to the proposal's state.
         """
+        x, labels = self.split_batch(state, x)
         u, eps, keys = self.draw(state, x)
         params, static = eqx.partition(state.model, eqx.is_inexact_array)
         (logsnr, density), pullback = eqx.filter_vjp(lambda s: self.proposal.sample(s, u), state.proposal_state)
 
         def objective(diff):
             p, lam, dens = diff
-            losses = self.losses(eqx.combine(p, static), x, lam, eps, dens, keys)
+            losses = self.losses(eqx.combine(p, static), x, lam, eps, dens, keys, labels)
             return jnp.mean(losses), losses
 
         (loss, losses), (model_grads, g_logsnr, g_density) = jax.value_and_grad(objective, has_aux=True)(
@@ -248,7 +303,8 @@ class Trainer(eqx.Module):
         return new_state, metrics, halted
 
     def steps(self, state: TrainState, data, indices) -> tuple[TrainState, dict]:
-        """`indices.shape[0]` steps in a `lax.scan`; step `j` trains on `data[indices[j]]`.
+        """`indices.shape[0]` steps in a `lax.scan`; step `j` trains on `data[indices[j]]`
+        (with `data = (x, labels)`: on `(x[indices[j]], labels[indices[j]])`).
         (Prefer one step per dispatch for convolutional networks on CPU; see below.)
 
         With a `mesh`, each batch is split over its devices and the results are replicated.
@@ -264,7 +320,7 @@ class Trainer(eqx.Module):
         if indices.shape[0] == 1:
             # No loop for a single step: XLA:CPU runs channel-first convolutions inside a
             # while loop an order of magnitude slower than outside one (jax-ml/jax#12868).
-            state, metrics, _ = self._guarded_step(state, constrain_batch(data[indices[0]], self.mesh), halted)
+            state, metrics, _ = self._guarded_step(state, constrain_batch(_take(data, indices[0]), self.mesh), halted)
             return constrain_replicated((state, jax.tree.map(lambda m: m[None], metrics)), self.mesh)
         # Only arrays go through the scan carry; Python leaves (e.g. a Dropout's `inference`
         # flag) stay static.
@@ -272,12 +328,17 @@ class Trainer(eqx.Module):
 
         def body(carry, idx):
             dynamic, halted = carry
-            x = constrain_batch(data[idx], self.mesh)
+            x = constrain_batch(_take(data, idx), self.mesh)
             new_state, metrics, halted = self._guarded_step(eqx.combine(dynamic, static), x, halted)
             return (eqx.filter(new_state, eqx.is_array), halted), metrics
 
         (dynamic, _), metrics = jax.lax.scan(body, (dynamic, halted), indices)
         return constrain_replicated((eqx.combine(dynamic, static), metrics), self.mesh)
+
+
+def _take(data, idx):
+    """`data[idx]`, or `(x[idx], labels[idx])` for a conditional trainer's `(x, labels)`."""
+    return tuple(a[idx] for a in data) if isinstance(data, tuple) else data[idx]
 
 
 def _all_finite(tree):
