@@ -502,3 +502,11 @@ def test_default_classifier_accuracy_and_fd(tmp_path, digits):
     assert ev.frechet_classifier_distance(classifier, test, train) < 0.02 * ev.frechet_classifier_distance(
         classifier, test, noise
     )
+
+
+def test_every_configured_metric_has_a_function():
+    from eqx_impl.train import config as config_lib
+    from eqx_impl.train import evaluate as evaluate_lib
+
+    assert set(evaluate_lib.METRIC_FUNCTIONS) == set(config_lib.METRICS)
+    assert evaluate_lib.NEEDS_SAMPLES <= set(config_lib.METRICS)

@@ -20,6 +20,8 @@ as its importance distribution (any choice is unbiased; one for every run).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,103 +151,181 @@ def evaluate_model(
         return _evaluate_model(config, dataset, model, weighting, samples, metrics, progress, out_dir)
 
 
+@dataclass
+class _Context:
+    """What every metric reads: the run, the (EMA, inference-mode) model, the samples (drawn
+    once for the metrics that need them), the test split and one key per metric."""
+
+    config: Config
+    dataset: Dataset
+    model: Any
+    weighting: Any
+    samples: np.ndarray | None
+    test: np.ndarray
+    key: jax.Array
+    progress: bool
+    out_dir: Path | None
+
+    def key_for(self, name: str) -> jax.Array:
+        """The metric's own key: the streams of the earlier single-key layout."""
+        k_bpd, k_gap, k_sw = jax.random.split(jax.random.fold_in(self.key, 1), 3)
+        return {
+            "bpd": k_bpd,
+            "bayes_gap": k_gap,
+            "sliced_wasserstein": k_sw,
+            "nll_ode": jax.random.fold_in(self.key, 2),
+            "loss_profile": jax.random.fold_in(self.key, 3),
+        }[name]
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The training interval $[\\lambda_{\\min}, \\lambda_{\\max}]$ (filled in by `resolve`)."""
+        lo, hi = self.config.objective.logsnr_min, self.config.objective.logsnr_max
+        assert lo is not None and hi is not None, "evaluate a resolved config"
+        return lo, hi
+
+    def limited(self, data):
+        """`data` cut to `eval.bpd_examples` (all of it when null)."""
+        n = self.config.eval.bpd_examples
+        return data if n is None else data[:n]
+
+
+def _bpd(c: _Context) -> dict:
+    e = c.config.eval
+    nelbo = ev.dataset_bpd(
+        c.model,
+        c.dataset,
+        key=c.key_for("bpd"),
+        schedule=evaluation_schedule(c.config),
+        num_t=e.bpd_num_t,
+        batch_size=e.batch_size,
+        limit=e.bpd_examples,
+        progress=c.progress,
+    )
+    return nelbo.to_dict()
+
+
+def _fd(c: _Context) -> dict:
+    assert c.samples is not None  # drawn for the metrics in NEEDS_SAMPLES
+    data_seed = int(c.config.data.args.get("seed", 0))
+    classifier = ev.load_classifier(
+        ev.ClassifierConfig(dataset=c.dataset.name, data_seed=data_seed), progress=c.progress
+    )
+    return {"fd": ev.frechet_classifier_distance(classifier, c.samples, c.test), "fd_num_samples": int(len(c.samples))}
+
+
+def _gmm_nll(c: _Context) -> dict:
+    assert c.samples is not None
+    mixture = ev.mixture_from_dataset(c.dataset)
+    nll = ev.exact_nll(mixture, c.samples)
+    return {
+        "gmm_nll_samples": nll.mean,
+        "gmm_nll_samples_stderr": nll.stderr,
+        "gmm_nll_test": ev.exact_nll(mixture, c.test).mean,
+    }
+
+
+def _bayes_gap(c: _Context) -> dict:
+    gap = ev.bayes_gap(
+        c.model,
+        ev.mixture_from_dataset(c.dataset),
+        c.test,
+        key=c.key_for("bayes_gap"),
+        weighting=c.weighting,
+        schedule=evaluation_schedule(c.config),
+        batch_size=c.config.eval.batch_size,
+        progress=c.progress,
+    )
+    return {f"bayes_{k}": v for k, v in gap.to_dict().items()}
+
+
+def _two_sample(c: _Context) -> tuple[np.ndarray, np.ndarray]:
+    assert c.samples is not None
+    n = min(len(c.samples), len(c.test))
+    return np.asarray(c.samples[:n]).reshape(n, -1), np.asarray(c.test[:n]).reshape(n, -1)
+
+
+def _sliced_wasserstein(c: _Context) -> dict:
+    x, y = _two_sample(c)
+    return {"sliced_wasserstein": ev.sliced_wasserstein(x, y, key=c.key_for("sliced_wasserstein"))}
+
+
+def _mmd(c: _Context) -> dict:
+    return {"mmd2": ev.mmd2(*_two_sample(c))}
+
+
+def _nll_ode(c: _Context) -> dict:
+    e, (lo, hi) = c.config.eval, c.interval
+    data = c.dataset.test if c.dataset.is_discrete else c.test
+    nll = ode_nll(
+        c.model,
+        c.limited(data),
+        key=c.key_for("nll_ode"),
+        sigma_min=math.exp(-0.5 * hi),
+        sigma_max=math.exp(-0.5 * lo),
+        num_levels=c.dataset.num_levels,
+        num_steps=e.ode_steps,
+        num_probes=e.ode_probes,
+        batch_size=e.batch_size,
+        progress=c.progress,
+    )
+    return nll.to_dict()
+
+
+def _loss_profile(c: _Context) -> dict:
+    (lo, hi), o = c.interval, c.config.objective
+    profile = loss_profile(
+        c.model,
+        c.limited(c.test),
+        key=c.key_for("loss_profile"),
+        logsnr_min=lo,
+        logsnr_max=hi,
+        weighting=c.weighting,
+        num_logsnr=PROFILE_POINTS,
+        batch_size=c.config.eval.batch_size,
+        progress=c.progress,
+    )
+    results = {**profile.to_dict(), "loss_profile": profile.curves()}
+    if c.out_dir is not None:
+        png = plot_loss_profile(profile, Path(c.out_dir) / "loss_profile.png", weighting_name=o.weighting)
+        results["loss_profile_png"] = str(png)
+    return results
+
+
+# The metrics by name (`eval.metrics`, `evaluate --metrics`; the names `config.METRICS` checks).
+METRIC_FUNCTIONS: dict[str, Callable[[_Context], dict]] = {
+    "bpd": _bpd,
+    "fd": _fd,
+    "gmm_nll": _gmm_nll,
+    "bayes_gap": _bayes_gap,
+    "sliced_wasserstein": _sliced_wasserstein,
+    "mmd": _mmd,
+    "nll_ode": _nll_ode,
+    "loss_profile": _loss_profile,
+}
+NEEDS_SAMPLES = {"fd", "gmm_nll", "sliced_wasserstein", "mmd"}
+
+
 def _evaluate_model(config, dataset, model, weighting, samples, metrics, progress, out_dir=None):
-    e = config.eval
-    metrics = list(e.metrics if metrics is None else metrics)
+    metrics = list(config.eval.metrics if metrics is None else metrics)
+    unknown = [name for name in metrics if name not in METRIC_FUNCTIONS]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r}; the metrics are: {', '.join(METRIC_FUNCTIONS)}.")
     model = eqx.nn.inference_mode(model)
-    key = jax.random.key(e.seed)
-    k_bpd, k_gap, k_sw = jax.random.split(jax.random.fold_in(key, 1), 3)
-    k_ode = jax.random.fold_in(key, 2)
-    k_profile = jax.random.fold_in(key, 3)
-    needs_samples = {"fd", "gmm_nll", "sliced_wasserstein", "mmd"}
-    if samples is None and needs_samples & set(metrics):
+    if samples is None and NEEDS_SAMPLES & set(metrics):
         samples = draw_samples(config, model, dataset.shape, progress=progress)
-    test = dataset.model_data("test")
+    context = _Context(
+        config,
+        dataset,
+        model,
+        weighting,
+        samples,
+        dataset.model_data("test"),
+        jax.random.key(config.eval.seed),
+        progress,
+        out_dir,
+    )
     results: dict[str, Any] = {}
-    schedule = evaluation_schedule(config)
     for name in metrics:
-        if name == "bpd":
-            nelbo = ev.dataset_bpd(
-                model,
-                dataset,
-                key=k_bpd,
-                schedule=schedule,
-                num_t=e.bpd_num_t,
-                batch_size=e.batch_size,
-                limit=e.bpd_examples,
-                progress=progress,
-            )
-            results.update(nelbo.to_dict())
-        elif name == "fd":
-            assert samples is not None  # drawn above for the metrics that need them
-            data_seed = int(config.data.args.get("seed", 0))
-            classifier = ev.load_classifier(
-                ev.ClassifierConfig(dataset=dataset.name, data_seed=data_seed), progress=progress
-            )
-            results["fd"] = ev.frechet_classifier_distance(classifier, samples, test)
-            results["fd_num_samples"] = int(len(samples))
-        elif name == "gmm_nll":
-            assert samples is not None
-            mixture = ev.mixture_from_dataset(dataset)
-            nll = ev.exact_nll(mixture, samples)
-            results["gmm_nll_samples"] = nll.mean
-            results["gmm_nll_samples_stderr"] = nll.stderr
-            results["gmm_nll_test"] = ev.exact_nll(mixture, test).mean
-        elif name == "bayes_gap":
-            mixture = ev.mixture_from_dataset(dataset)
-            gap = ev.bayes_gap(
-                model,
-                mixture,
-                test,
-                key=k_gap,
-                weighting=weighting,
-                schedule=schedule,
-                batch_size=e.batch_size,
-                progress=progress,
-            )
-            results.update({f"bayes_{k}": v for k, v in gap.to_dict().items()})
-        elif name in ("sliced_wasserstein", "mmd"):
-            assert samples is not None
-            n = min(len(samples), len(test))
-            x, y = np.asarray(samples[:n]).reshape(n, -1), np.asarray(test[:n]).reshape(n, -1)
-            if name == "mmd":
-                results["mmd2"] = ev.mmd2(x, y)
-            else:
-                results["sliced_wasserstein"] = ev.sliced_wasserstein(x, y, key=k_sw)
-        elif name == "nll_ode":
-            data = dataset.test if dataset.is_discrete else test
-            nll = ode_nll(
-                model,
-                data if e.bpd_examples is None else data[: e.bpd_examples],
-                key=k_ode,
-                sigma_min=math.exp(-0.5 * config.objective.logsnr_max),
-                sigma_max=math.exp(-0.5 * config.objective.logsnr_min),
-                num_levels=dataset.num_levels,
-                num_steps=e.ode_steps,
-                num_probes=e.ode_probes,
-                batch_size=e.batch_size,
-                progress=progress,
-            )
-            results.update(nll.to_dict())
-        elif name == "loss_profile":
-            profile = loss_profile(
-                model,
-                test if e.bpd_examples is None else test[: e.bpd_examples],
-                key=k_profile,
-                logsnr_min=config.objective.logsnr_min,
-                logsnr_max=config.objective.logsnr_max,
-                weighting=weighting,
-                num_logsnr=PROFILE_POINTS,
-                batch_size=e.batch_size,
-                progress=progress,
-            )
-            results.update(profile.to_dict())
-            results["loss_profile"] = profile.curves()
-            if out_dir is not None:
-                png = plot_loss_profile(
-                    profile, Path(out_dir) / "loss_profile.png", weighting_name=config.objective.weighting
-                )
-                results["loss_profile_png"] = str(png)
-        else:
-            raise ValueError(f"unknown metric {name!r}")
+        results.update(METRIC_FUNCTIONS[name](context))
     return results
