@@ -75,13 +75,15 @@ def build(config: Config, dataset: data_lib.Dataset | None = None) -> Setup:
     dataset = build_dataset(config) if dataset is None else dataset
     config = resolve(config, dataset)
     o = config.objective
+    lo, hi, sigma_data = o.logsnr_min, o.logsnr_max, config.model.sigma_data
+    assert lo is not None and hi is not None and sigma_data is not None  # `resolve` fills them in
     key = jax.random.key(config.train.seed)
     k_model, k_schedule, k_train = jax.random.split(key, 3)
-    model = build_model(config, tuple(dataset.shape), config.model.sigma_data, key=k_model)
+    model = build_model(config, tuple(dataset.shape), sigma_data, key=k_model)
     opt = config.optim
     schedule = build_schedule(config, key=k_schedule)
     proposal = make_proposal(schedule, lr=opt.schedule_lr, b1=opt.b1, b2=opt.b2, eps=opt.eps)
-    weighting = build_weighting(o.weighting, o.weighting_args, (o.logsnr_min, o.logsnr_max))
+    weighting = build_weighting(o.weighting, o.weighting_args, (lo, hi))
     dropout = float(config.model.args.get("dropout", 0.0)) > 0.0
     mesh = parallel.data_mesh(config.train.batch_size) if config.train.data_parallel else None
     trainer = Trainer.create(
@@ -121,6 +123,7 @@ def write_plots(run_dir: Path, rows: list[dict], setup: Setup, proposal_state) -
         title = f"{setup.dataset.name}: {o.weighting}, {o.schedule} schedule"
         written.append(plot_loss_curve(rows, run_dir / "loss_curve.png", title=title))
     lo, hi = setup.config.objective.logsnr_min, setup.config.objective.logsnr_max
+    assert lo is not None and hi is not None  # a built setup's config is resolved
     grid = np.linspace(lo, hi, 601)
     g = jnp.asarray(grid, jnp.float32)
     w = np.asarray(setup.weighting(g))

@@ -84,7 +84,9 @@ def batch_losses(model, weighting, x, logsnr, eps, density, keys=None, labels=No
             x, logsnr, eps, density
         )
     if labels is None:
-        return jax.vmap(lambda *a: one(*a, None))(x, logsnr, eps, density, keys)
+        return jax.vmap(
+            lambda x_i, logsnr_i, eps_i, density_i, key_i: one(x_i, logsnr_i, eps_i, density_i, key_i, None)
+        )(x, logsnr, eps, density, keys)
     if keys is None:
         return jax.vmap(
             lambda x_i, logsnr_i, eps_i, density_i, label_i: one(x_i, logsnr_i, eps_i, density_i, None, label_i)
