@@ -15,7 +15,7 @@ training step treats them alike:
 
 Final classes:
 
-- `FixedProposal`: a schedule, $\lambda = \lambda(u)$, $p = $ `schedule.density(λ)`; no state.
+- `FixedProposal`: a schedule: $\lambda = \lambda(u)$ and $p(\lambda)$ from `schedule.density`; no state.
 - `AdaptiveProposal`: Kingma & Gao's adaptive schedule (`importance.Adaptive`); its state,
   per-bin EMAs of $w\ell$, follows `values`.
 - `LearnedProposal`: VDM's learned schedule (`learned.Learned`, App. I.2). Its state holds
