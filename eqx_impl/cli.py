@@ -376,8 +376,6 @@ def _cmd_evaluate(args) -> int:
         setup.dataset,
         model,
         setup.weighting,
-        setup.proposal,
-        state.proposal_state,
         metrics=metrics,
         progress=not args.no_progress,
         out_dir=Path(args.run_dir),

@@ -109,7 +109,7 @@ def _train(cfg_dict: dict, dataset, chunk: int):
 
 def _score(name: str, setup, state, dataset) -> dict[str, float]:
     cfg, model = setup.config, state.ema
-    ev_args = (cfg, dataset, model, setup.weighting, setup.proposal, state.proposal_state)
+    ev_args = (cfg, dataset, model, setup.weighting)
     out: dict[str, float] = {}
     if name == "digits":
         out["bpd"] = float(evaluate_model(*ev_args, metrics=["bpd"])["bpd"])

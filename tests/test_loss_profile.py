@@ -22,7 +22,6 @@ import eqx_impl as E
 from eqx_impl import evaluation as ev
 from eqx_impl.evaluation.estimate import Estimate
 from eqx_impl.losses import prior_kl
-from eqx_impl.proposals import FixedProposal
 from tests.nets import init_params, jax_mlp
 
 KEY = jax.random.key(7)
@@ -144,8 +143,7 @@ def test_evaluate_model_writes_loss_profile_png_and_json(tmp_path):
     lo, hi = config.objective.logsnr_min, config.objective.logsnr_max
     weighting = build_weighting(config.objective.weighting, config.objective.weighting_args, (lo, hi))
     model = build_model(config, dataset.shape, config.model.sigma_data, key=jax.random.key(0))
-    proposal = FixedProposal(E.Cosine(lo, hi))  # unused by the metric
-    out = evaluate_model(config, dataset, model, weighting, proposal, None, metrics=["loss_profile"], out_dir=tmp_path)
+    out = evaluate_model(config, dataset, model, weighting, metrics=["loss_profile"], out_dir=tmp_path)
     curves = out["loss_profile"]
     assert len(curves["logsnr"]) == PROFILE_POINTS and curves["num_examples"] == len(dataset.test)
     loss, se = np.asarray(curves["loss"]), np.asarray(curves["loss_stderr"])

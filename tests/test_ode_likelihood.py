@@ -306,7 +306,7 @@ def test_evaluate_model_reports_nll_ode_in_bits_per_dim():
     dataset = build_dataset(config)
     model = build_model(config, dataset.shape, config.model.sigma_data, key=jax.random.key(0))
     config.eval.bpd_examples = 16
-    out = evaluate_model(config, dataset, model, None, None, None, metrics=["nll_ode"])
+    out = evaluate_model(config, dataset, model, None, metrics=["nll_ode"])
     test = dataset.model_data("test")[:16].astype(np.float64)
     sigma_max = math.exp(-0.5 * config.objective.logsnr_min)
     nats = 0.5 * (np.sum(test**2, axis=1) / sigma_max**2 + 2 * math.log(2 * math.pi * sigma_max**2))

@@ -34,7 +34,6 @@ from eqx_impl.data import Dataset
 from eqx_impl.evaluation.loss_profile import loss_profile, plot_loss_profile
 from eqx_impl.evaluation.ode_likelihood import ode_nll
 from eqx_impl.models.precision import Precision
-from eqx_impl.proposals import AbstractProposal
 from eqx_impl.schedules import AbstractSchedule, Cosine
 from eqx_impl.train.config import Config
 from eqx_impl.train.registry import normalize_name
@@ -129,8 +128,6 @@ def evaluate_model(
     dataset: Dataset,
     model,
     weighting,
-    proposal: AbstractProposal | None,  # unused: the bound's estimate does not depend on it
-    proposal_state,
     *,
     samples: np.ndarray | None = None,
     metrics: list[str] | None = None,
@@ -147,7 +144,6 @@ def evaluate_model(
     precision = Precision.create(config.train.precision)
     with precision.context():
         model = precision.cast(model)
-        del proposal, proposal_state  # the bound's estimate does not depend on them (see evaluation_schedule)
         return _evaluate_model(config, dataset, model, weighting, samples, metrics, progress, out_dir)
 
 

@@ -241,8 +241,6 @@ def _finish(run: Run, setup: Setup, fitted, report, evaluate: bool, timings: dic
             setup.dataset,
             state.ema,
             setup.weighting,
-            setup.proposal,
-            state.proposal_state,
             samples=samples,
             progress=run.progress,
         )
