@@ -30,6 +30,7 @@ distance, whose floor is measured over fresh draws of the true mixture.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -77,6 +78,7 @@ def arms(name: str, sigma_data: float) -> list[dict[str, Any]]:
 
 def _config(base: dict, arm: dict, seed: int, sigma_data: float) -> dict:
     cfg = json.loads(json.dumps(base))
+    cfg.pop("ode_examples", None)  # a study setting, not a config section
     cfg["data"]["args"]["seed"] = seed
     cfg["model"]["sigma_data"] = sigma_data  # one value for all seeds: the seeds share one compiled step
     cfg["objective"].update(
@@ -107,12 +109,14 @@ def _train(cfg_dict: dict, dataset, chunk: int):
     return setup, state, loss
 
 
-def _score(name: str, setup, state, dataset) -> dict[str, float]:
+def _score(name: str, setup, state, dataset, ode_examples: int | None = None) -> dict[str, float]:
     cfg, model = setup.config, state.ema
     ev_args = (cfg, dataset, model, setup.weighting)
     out: dict[str, float] = {}
     if name == "digits":
         out["bpd"] = float(evaluate_model(*ev_args, metrics=["bpd"])["bpd"])
+        ode_cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, bpd_examples=ode_examples))
+        out["bpd_ode"] = float(evaluate_model(ode_cfg, *ev_args[1:], metrics=["nll_ode"])["nll_ode_bpd"])
     else:
         res = evaluate_model(*ev_args, metrics=["bpd", "nll_ode"])
         true = float(ev.exact_nll(ev.mixture_from_dataset(dataset), dataset.model_data("test")).mean)
@@ -151,7 +155,7 @@ def run_arm(name: str, base: dict, arm: dict, seeds, sigma_data: float, chunk: i
             record["failed"] = f"seed {seed}: {err}"
             break
         t_train = time.perf_counter() - t_seed
-        scores = _score(name, setup, state, datasets[seed])
+        scores = _score(name, setup, state, datasets[seed], base.get("ode_examples"))
         timing = {"train_s": round(t_train, 1), "score_s": round(time.perf_counter() - t_seed - t_train, 1)}
         record["per_seed"].append({"seed": int(seed), **scores, "final_loss": loss, **timing})
     record["wall_s"] = round(time.perf_counter() - t0, 1)
