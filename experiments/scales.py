@@ -23,7 +23,9 @@ def _digits(channels, steps, batch, samples, heun_steps, warmup, ema) -> dict[st
         objective=dict(target="eps", logsnr_min=-12.0, logsnr_max=8.0),
         optim=dict(_OPTIM, warmup_steps=warmup, ema_decay=ema),
         train=dict(steps=steps, batch_size=batch, steps_per_dispatch=1),
-        eval=dict(num_samples=samples, sampling_steps=heun_steps, bpd_num_t=4, batch_size=400, ode_steps=12, ode_probes=1),
+        eval=dict(
+            num_samples=samples, sampling_steps=heun_steps, bpd_num_t=4, batch_size=400, ode_steps=12, ode_probes=1
+        ),
         ode_examples=64,  # the probability-flow NLL on the first 64 test images (RK4, 12 steps, 1 probe)
     )
 
