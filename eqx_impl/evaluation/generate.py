@@ -152,12 +152,22 @@ def _denoise_vp(eps_model, z, logsnr):
     return (z - sigma * eps_model(z, logsnr)) / alpha
 
 
-def _churn(sampler, churn, n_steps, dtype):
+Churn = tuple[float, float, float, float]  # EDM's (S_churn, S_min, S_max, S_noise)
+
+
+def _sde_settings(dtype) -> tuple[Array, Array]:
+    r"""DPM-Solver++(2M) SDE's $(\eta, S_{\mathrm{noise}}) = (1, 1)$ as traced scalars."""
+    one = jnp.ones((), dtype)
+    return one, one
+
+
+def _churn(sampler: str, churn: Churn, n_steps: int, dtype) -> tuple[Array, ...] | None:
     """Traced settings of the stochastic samplers: Heun's churn, or the SDE's (η, S_noise) = (1, 1)."""
     if sampler == "stochastic":
-        return samplers.heun_churn(*churn, n_steps, dtype)
+        S_churn, S_min, S_max, S_noise = churn
+        return samplers.heun_churn(S_churn, S_min, S_max, S_noise, n_steps, dtype)
     if sampler == "dpmpp_2m_sde":
-        return jnp.ones((), dtype), jnp.ones((), dtype)
+        return _sde_settings(dtype)
     return None
 
 
@@ -166,8 +176,6 @@ def _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn, la
     # One program: the samplers' own `lax.scan`. `levels` is a static tuple, so the Heun and
     # DPM samplers decide their final step (to σ = 0) outside the loop.
     levels = jnp.asarray(levels, dtype=jnp.result_type(float))
-    n = levels.shape[0] - 1
-    settings = _churn(sampler, churn, n, levels.dtype)
 
     def one(key, label):
         eps_model_i = _bind(eps_model, label)
@@ -187,14 +195,8 @@ def _sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn, la
         if sampler == "dpmpp_2m":
             return samplers.dpmpp_2m_sampler(denoiser, x, levels)
         if sampler == "dpmpp_2m_sde":
-            return samplers.dpmpp_2m_sde_sampler(
-                denoiser,
-                x,
-                levels,
-                eta=settings[0],
-                S_noise=settings[1],
-                key=key_noise,
-            )
+            eta, S_noise = _sde_settings(levels.dtype)
+            return samplers.dpmpp_2m_sde_sampler(denoiser, x, levels, eta=eta, S_noise=S_noise, key=key_noise)
         if sampler == "ancestral":
             z = samplers.ancestral_sampler(eps_model_i, x, levels, key=key_noise)
         else:
@@ -276,12 +278,11 @@ def _stepped_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn, l
         last = edm and i == n - 1 and values[-1] == 0.0
         xi = None if noise is None else noise[:, i]
         carry = _step(sampler, model, carry, levels[i], levels[i + 1], xi, settings, bool(last))
-    if sampler in _MULTISTEP:
-        return carry[0]
+    x = carry[0] if isinstance(carry, tuple) else carry  # a multistep state's first entry is x
     if edm:
-        return carry
+        return x
     alpha, sigma = alpha_sigma(levels[-1])
-    return (carry - sigma * model(carry, levels[-1])) / alpha
+    return (x - sigma * model(x, levels[-1])) / alpha
 
 
 def generate(

@@ -84,6 +84,10 @@ class LossProfile:
     num_dims: int
     num_examples: int
 
+    def __post_init__(self):
+        if (self.weighting is None) != (self.weighted is None):
+            raise ValueError("LossProfile: give both `weighting` and `weighted`, or neither.")
+
     @property
     def _bits(self) -> float:
         return 1.0 / (self.num_dims * math.log(2.0))
@@ -167,9 +171,10 @@ class LossProfile:
             "elbo_integrand_bpd": self.elbo_integrand_bpd.tolist(),
             "elbo_density": self.density("elbo").tolist(),
         }
-        if self.weighting is not None:
-            out["weighting"] = self.weighting.tolist()
-            out["weighted_integrand_bpd"] = self.weighted_integrand_bpd.tolist()
+        weighting, weighted_integrand = self.weighting, self.weighted_integrand_bpd
+        if weighting is not None and weighted_integrand is not None:  # both or neither
+            out["weighting"] = weighting.tolist()
+            out["weighted_integrand_bpd"] = weighted_integrand.tolist()
             out["weighted_density"] = self.density("weighted").tolist()
         out["num_dims"] = self.num_dims
         out["num_examples"] = self.num_examples
@@ -273,8 +278,8 @@ def plot_loss_profile(
         label=rf"ELBO: $\frac{{1}}{{2}}\ell(\lambda)$, area {d.mean:.4g} ± {d.stderr:.2g} bits/dim",
     )
     top.fill_between(lam, y - band, y + band, color="C0", alpha=0.25, lw=0, label="95% interval")
-    if profile.weighting is not None:
-        wb = profile.weighted_bpd
+    wb = profile.weighted_bpd
+    if wb is not None:  # with a weighting
         ax2 = top.twinx()
         ax2.plot(lam, profile.weighted_integrand_bpd, color="C1", lw=1.2, ls="--")
         ax2.set_ylabel(r"$\frac{1}{2}w\ell$ (bits/dim per unit $\lambda$)", color="C1")
