@@ -51,9 +51,12 @@ from scipy import special
 import eqx_impl as E
 import reference as R
 from benchmarks.eqx_vs_reference import gmm_parameters
+from eqx_impl import names
 
-SAMPLERS = ("heun", "euler", "ddim", "dpm_2", "dpmpp_2m", "ancestral", "dpmpp_2m_sde")
+# Every sampler of `eqx_impl.names.SAMPLERS` but `stochastic` (EDM's Heun with churn, not
+# measured here), the deterministic ones first: they also get the ODE-error column.
 ODE_SAMPLERS = ("heun", "euler", "ddim", "dpm_2", "dpmpp_2m")
+SAMPLERS = (*ODE_SAMPLERS, *(s for s in names.SAMPLERS if s not in (*ODE_SAMPLERS, "stochastic")))
 DEFAULT_NFES = (4, 8, 16, 32, 64, 128)
 ORDER = {"heun": 2, "euler": 1, "ddim": 1, "dpm_2": 2, "dpmpp_2m": 2}
 TWO_CALLS = ("heun", "dpm_2")  # 2N - 1 evaluations for N steps ending at σ = 0

@@ -34,6 +34,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from eqx_impl.names import METRICS, SAMPLERS, canonical_name
+
 __all__ = ["main", "parser"]
 
 _EPILOG = "Errors in the config, checkpoints or the pre-flight check exit with status 2."
@@ -77,9 +79,7 @@ def parser() -> argparse.ArgumentParser:
         "metrics.jsonl, checkpoints/, loss_curve.png, samples.png, eval.json).",
     )
     p.add_argument("--config", type=Path, help="YAML or JSON config file (default: built-in defaults)")
-    _add_overrides(
-        p, "config entries", "train.steps=2000 objective.weighting=sigmoid objective.weighting_args.bias=3"
-    )
+    _add_overrides(p, "config entries", "train.steps=2000 objective.weighting=sigmoid objective.weighting_args.bias=3")
     p.add_argument("--run-dir", type=Path, help="output directory (default: train.run_dir)")
     p.add_argument(
         "--no-preflight", action="store_true", help="skip the eqx-vs-reference check of the objective before training"
@@ -115,10 +115,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_run_args(p)
     p.add_argument("--num", type=int, help="number of samples (default: eval.num_samples)")
-    p.add_argument(
-        "--sampler",
-        help="heun, euler, stochastic, dpm_2, dpmpp_2m, dpmpp_2m_sde, ancestral or ddim (default: eval.sampler)",
-    )
+    p.add_argument("--sampler", help=f"{', '.join(SAMPLERS[:-1])} or {SAMPLERS[-1]} (default: eval.sampler)")
     p.add_argument("--steps", type=int, help="sampling steps (default: eval.sampling_steps)")
     p.add_argument("--seed", type=int, help="sampling seed (default: eval.seed)")
     p.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples.png)")
@@ -140,9 +137,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate",
         help="evaluate a trained run",
-        description="Compute metrics of a run's checkpoint (EMA weights): bpd, fd, "
-        "gmm_nll, bayes_gap, sliced_wasserstein, mmd, nll_ode, loss_profile (loss per noise "
-        "level; writes RUN_DIR/loss_profile.png).",
+        description=f"Compute metrics of a run's checkpoint (EMA weights): {', '.join(METRICS)} "
+        "(loss_profile: the loss per noise level; writes RUN_DIR/loss_profile.png).",
     )
     _add_run_args(p)
     p.add_argument("--metrics", help="comma-separated metrics (default: eval.metrics)")
@@ -245,13 +241,18 @@ def _step_summary(step: int, total: int, rows: list[dict], timings: dict) -> str
 
 
 def _check_sample_flags(args) -> None:
-    from eqx_impl.train.config import SAMPLERS, ConfigError
+    from eqx_impl.train.config import ConfigError
 
-    if args.sampler is not None and args.sampler not in SAMPLERS:
-        raise ConfigError(f"--sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}.")
+    if args.sampler is not None:
+        sampler = canonical_name(args.sampler, SAMPLERS)
+        if sampler is None:
+            raise ConfigError(f"--sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}.")
+        args.sampler = sampler
     for flag, value, least in (("--num", args.num, 1), ("--steps", args.steps, 2), ("--seed", args.seed, 0)):
         if value is not None and value < least:
-            raise ConfigError(f"{flag} {value}: must be an integer >= {least} (or left out for the run's eval.* value).")
+            raise ConfigError(
+                f"{flag} {value}: must be an integer >= {least} (or left out for the run's eval.* value)."
+            )
 
 
 def _class_labels(args, config, num: int):
@@ -308,6 +309,7 @@ def _cmd_sample(args) -> int:
     from eqx_impl.train.config import ConfigError
     from eqx_impl.train.evaluate import draw_samples, save_samples
     from eqx_impl.train.rundir import load_run
+
     setup, state, path = load_run(args.run_dir, checkpoint=args.checkpoint, report=_note)
     model = state.model if args.raw else state.ema
     ev = setup.config.eval
@@ -346,7 +348,7 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from eqx_impl.train.config import METRICS, ConfigError
+    from eqx_impl.train.config import ConfigError
 
     bad = [o for o in args.overrides if not o.startswith("eval.")]
     if bad:
@@ -356,10 +358,11 @@ def _cmd_evaluate(args) -> int:
         )
     metrics = None
     if args.metrics:
-        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-        unknown = [m for m in metrics if m not in METRICS]
+        given = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        unknown = [m for m in given if canonical_name(m, METRICS) is None]
         if unknown:
             raise ConfigError(f"--metrics: unknown metric {unknown[0]!r}; known: {', '.join(METRICS)}.")
+        metrics = [canonical_name(m, METRICS) or m for m in given]
     from eqx_impl.train.rundir import run_config
 
     if not (metrics or run_config(args.run_dir, args.overrides).eval.metrics):  # before JAX loads
@@ -370,7 +373,9 @@ def _cmd_evaluate(args) -> int:
 
     setup, state, path = load_run(args.run_dir, checkpoint=args.checkpoint, overrides=args.overrides, report=_note)
     model = state.model if args.raw else state.ema
-    print(f"compiling and running the evaluation ({', '.join(metrics or setup.config.eval.metrics)})...", file=sys.stderr)
+    print(
+        f"compiling and running the evaluation ({', '.join(metrics or setup.config.eval.metrics)})...", file=sys.stderr
+    )
     values = evaluate_model(
         setup.config,
         setup.dataset,
@@ -396,6 +401,7 @@ def _cmd_plot(args) -> int:
     from eqx_impl.train.loop import write_plots
     from eqx_impl.train.progress import read_metrics
     from eqx_impl.train.rundir import load_run
+
     rows = read_metrics(Path(args.run_dir) / "metrics.jsonl")
     out_dir = args.out_dir or Path(args.run_dir)
     try:

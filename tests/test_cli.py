@@ -72,6 +72,32 @@ def test_json_configs_load(tmp_path):
     assert config.train.steps == 7 and config.objective.weighting == "elbo"
 
 
+def test_names_follow_one_spelling_rule():
+    """Case and `_`/`-` do not matter (`eqx_impl.names`); the names the code compares exactly
+    (target, precision, sampler, metrics) are stored in their canonical spelling, the others
+    as written (the registry and `data.load` read them with the same rule)."""
+    config = load_config(
+        None,
+        [
+            "objective.target=f",
+            "train.precision=Float32",
+            "eval.sampler=DPM-2",
+            "eval.metrics=[gmm-nll, Bayes_Gap]",
+            "objective.weighting=EPS_cosine_monotonic",
+            "objective.schedule=cosine_interpolated",
+            "data.name=Swiss-Roll",
+            "model.name=MLP",
+        ],
+    )
+    assert (config.objective.target, config.train.precision, config.eval.sampler) == ("F", "float32", "dpm_2")
+    assert config.eval.metrics == ["gmm_nll", "bayes_gap"]
+    assert (config.objective.weighting, config.data.name, config.model.name) == (
+        "EPS_cosine_monotonic",
+        "Swiss-Roll",
+        "MLP",
+    )
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -436,7 +462,9 @@ jax.jit(lambda x: jnp.sin(x) * 2.0)(jnp.ones(3)).block_until_ready()
 
 def test_step_summary_prints_only_what_was_measured():
     rows = [{"step": 50, "loss": 17.4251}]
-    assert _step_summary(50, 50, rows, {"steps_per_sec": 35.24}) == "step 50: loss 17.425; 35.2 steps/s after compilation"
+    assert (
+        _step_summary(50, 50, rows, {"steps_per_sec": 35.24}) == "step 50: loss 17.425; 35.2 steps/s after compilation"
+    )
     # one dispatch in this session: no rate after compilation, and never "nan steps/s"
     assert _step_summary(50, 50, rows, {}) == "step 50: loss 17.425"
     assert _step_summary(20, 50, [], {}) == "step 20 (30 of train.steps=50 to go: run the same command to resume)"

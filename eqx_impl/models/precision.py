@@ -31,9 +31,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from eqx_impl.names import PRECISIONS
+
 __all__ = ["PRECISIONS", "Precision", "cast_layers", "resolve_precision"]
 
-PRECISIONS = ("auto", "float32", "tf32", "bfloat16")
 
 # What `jax.default_matmul_precision` is set to while the network runs.
 _MATMUL = {"float32": "highest", "tf32": "tensorfloat32", "bfloat16": "default"}

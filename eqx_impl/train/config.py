@@ -12,7 +12,9 @@ eval:      {num_samples: 100, sampler: heun, sampling_steps: 32, metrics: [bpd, 
 
 Every section and field is checked: unknown keys and badly typed or out-of-range values
 raise `ConfigError` naming the dotted key (`train.steps`) and what would be accepted.
-Names of data sets, models, weightings and schedules are checked by `registry`.
+Names follow the spelling rule of `eqx_impl.names`; targets, precisions, samplers and
+metrics are stored in their canonical spelling. Names of data sets, models, weightings and
+schedules are checked by `registry`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from typing import Any, cast
 
 import yaml
 
-from _checks import SAMPLERS, TARGETS
+from eqx_impl import names
+from eqx_impl.names import METRICS, PRECISIONS, SAMPLERS, TARGETS
 
 __all__ = [
     "Config",
@@ -177,13 +180,12 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
+        spell_names(self)
         check_values(self)
 
 
-METRICS = ("bpd", "fd", "gmm_nll", "bayes_gap", "sliced_wasserstein", "mmd", "nll_ode", "loss_profile")
 LR_DECAYS = ("constant", "cosine")
 NONFINITE_POLICIES = ("skip", "stop")
-PRECISIONS = ("auto", "float32", "tf32", "bfloat16")  # eqx_impl.models.precision.PRECISIONS
 
 
 # --- conversion of values ------------------------------------------------------------------
@@ -299,6 +301,17 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 def _require(ok: bool, where: str, value, what: str):
     if not ok:
         raise ConfigError(f"{where} must be {what}, got {value!r}.")
+
+
+def spell_names(config: Config) -> None:
+    """Write the target, precision, sampler and metrics in their canonical spelling
+    (`names.canonical_name`: `dpm-2` → `dpm_2`), in place; unknown names stay as they are
+    for `check_values` to report."""
+    o, t, e = config.objective, config.train, config.eval
+    o.target = names.canonical_name(o.target, TARGETS) or o.target
+    t.precision = names.canonical_name(t.precision, PRECISIONS) or t.precision
+    e.sampler = names.canonical_name(e.sampler, SAMPLERS) or e.sampler
+    e.metrics = [names.canonical_name(m, METRICS) or m for m in e.metrics]
 
 
 def check_values(config: Config) -> None:

@@ -288,7 +288,7 @@ def _loss_profile(c: _Context) -> dict:
     return results
 
 
-# The metrics by name (`eval.metrics`, `evaluate --metrics`; the names `config.METRICS` checks).
+# The metrics by name: the keys are `eqx_impl.names.METRICS` (tests/test_names.py keeps them equal).
 METRIC_FUNCTIONS: dict[str, Callable[[_Context], dict]] = {
     "bpd": _bpd,
     "fd": _fd,
