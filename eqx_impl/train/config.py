@@ -10,11 +10,12 @@ train:     {steps: 4000, batch_size: 128, seed: 0, steps_per_dispatch: 10, run_d
 eval:      {num_samples: 100, sampler: heun, sampling_steps: 32, metrics: [bpd, fd]}
 ```
 
-Every section and field is checked: unknown keys and badly typed or out-of-range values
-raise `ConfigError` naming the dotted key (`train.steps`) and what would be accepted.
-Names follow the spelling rule of `eqx_impl.names`; targets, precisions, samplers and
-metrics are stored in their canonical spelling. Names of data sets, models, weightings and
-schedules are checked by `registry`.
+Every section and field is checked: unknown keys, badly typed or out-of-range values and
+names missing from the tables of `eqx_impl.names` raise `ConfigError` naming the dotted key
+(`train.steps`) and what would be accepted, all before JAX loads. Names follow the spelling
+rule of `names.normalize_name`; targets, precisions, samplers and metrics are stored in
+their canonical spelling. The arguments of data sets, models, weightings and schedules are
+checked by `registry`, which builds them.
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ class Config:
 
     def __post_init__(self):
         spell_names(self)
+        check_names(self)
         check_values(self)
 
 
@@ -312,6 +314,28 @@ def spell_names(config: Config) -> None:
     t.precision = names.canonical_name(t.precision, PRECISIONS) or t.precision
     e.sampler = names.canonical_name(e.sampler, SAMPLERS) or e.sampler
     e.metrics = [names.canonical_name(m, METRICS) or m for m in e.metrics]
+
+
+def _require_name(known: bool, where: str, what: str, value, table: tuple[str, ...], hint: str = ""):
+    if not known:
+        raise ConfigError(f"{where}: unknown {what} {value!r}; known: {', '.join(sorted(table))}{hint}.")
+
+
+def check_names(config: Config) -> None:
+    """The weighting, schedule, data set and model are in the tables of `eqx_impl.names`;
+    raises `ConfigError` listing the known names otherwise."""
+    o = config.objective
+    hint = " (add the suffix '-monotonic' or '-shifted' to any of them)"
+    _require_name(
+        names.weighting_base(o.weighting) is not None, "objective.weighting", "weighting", o.weighting,
+        names.WEIGHTINGS, hint,
+    )  # fmt: skip
+    known = names.canonical_name(o.schedule, names.SCHEDULES) is not None
+    _require_name(known, "objective.schedule", "schedule", o.schedule, names.SCHEDULES)
+    known = names.canonical_name(config.data.name, names.DATASETS) is not None
+    _require_name(known, "data.name", "data set", config.data.name, names.DATASETS)
+    known = names.canonical_name(config.model.name, names.MODELS) is not None
+    _require_name(known, "model.name", "model", config.model.name, names.MODELS)
 
 
 def check_values(config: Config) -> None:
