@@ -13,7 +13,8 @@ half-width is $h \le 0.94$ and the error is $O(\rho^{-32})$ with
 $\rho = \pi/h + \sqrt{\pi^2/h^2 + 1} \ge 6.8$, i.e. below $10^{-20}$ relative: the result is
 as accurate as the dtype's summation. Break points must be concrete numbers (not traced).
 
-Callables (`weighting`, `density`, `m1`, `m2`) take a 1-D array of log-SNRs and act elementwise.
+`weighting` is an `AbstractWeighting`; it and the callables `density`, `m1`, `m2` take a 1-D array of
+log-SNRs and act elementwise.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 import _checks
 from eqx_impl._typing import Array, ArrayLike, Float, Int, LogSNR
+from eqx_impl.weightings import AbstractWeighting
 
 _GL_ORDER = 16
 _GL_PANELS = 32
@@ -60,12 +62,18 @@ def _integrate(f: Callable, lo: float, hi: float, points) -> Array:
     return jnp.sum(jnp.asarray(weights, dtype) * f(jnp.asarray(nodes, dtype)))
 
 
-def _break_points(weighting, points) -> tuple[float, ...]:
-    # Any callable is accepted as a weighting; library weightings list their kinks.
-    return tuple(getattr(weighting, "kinks", ())) + tuple(np.ravel(np.asarray(points, np.float64)))
+def _break_points(weighting: AbstractWeighting, points) -> tuple[float, ...]:
+    """The weighting's kinks and the extra `points`: the quadrature's break points."""
+    if not isinstance(weighting, AbstractWeighting):
+        raise TypeError(
+            f"weighting must be an AbstractWeighting (e.g. eqx_impl.Sigmoid(2.0)), got "
+            f"{type(weighting).__name__}; to use a function w(λ), subclass AbstractWeighting "
+            "with `__call__` and `kinks` (the log-SNRs where dw/dλ jumps, () if none)."
+        )
+    return tuple(weighting.kinks) + tuple(np.ravel(np.asarray(points, np.float64)))
 
 
-def estimator_mean(weighting, m1, logsnr_min: float, logsnr_max: float, *, points=()) -> Array:
+def estimator_mean(weighting: AbstractWeighting, m1, logsnr_min: float, logsnr_max: float, *, points=()) -> Array:
     r"""$\mathcal L_w = \tfrac12\int_{\lambda_{\min}}^{\lambda_{\max}} w\,m_1\,d\lambda$.
 
     The mean of $\hat{\mathcal L}$ under any proposal.
@@ -76,7 +84,9 @@ def estimator_mean(weighting, m1, logsnr_min: float, logsnr_max: float, *, point
     return 0.5 * _integrate(lambda x: weighting(x) * m1(x), lo, hi, _break_points(weighting, points))
 
 
-def estimator_variance(weighting, density, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> Array:
+def estimator_variance(
+    weighting: AbstractWeighting, density, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()
+) -> Array:
     r"""Variance of $\hat{\mathcal L} = \tfrac12\,w\,\ell/p$ under the proposal $p$ = `density`.
 
     $$\operatorname{Var} = \tfrac14\int \frac{w^2 m_2}{p}\,d\lambda - \mathcal L_w^2.$$
@@ -96,7 +106,7 @@ class OptimalProposal(eqx.Module):
     $Z = \int w\sqrt{m_2}\,d\lambda$ is `normalizer`.
     """
 
-    weighting: Callable
+    weighting: AbstractWeighting
     m2: Callable
     logsnr_min: float = eqx.field(static=True)
     logsnr_max: float = eqx.field(static=True)
@@ -104,7 +114,8 @@ class OptimalProposal(eqx.Module):
 
     @property
     def kinks(self) -> tuple[float, ...]:
-        return tuple(getattr(self.weighting, "kinks", ()))
+        """The weighting's kinks (where $p^*$'s derivative may jump)."""
+        return self.weighting.kinks
 
     def __call__(self, logsnr: LogSNR) -> Array:
         logsnr = jnp.asarray(logsnr, self.normalizer.dtype)
@@ -112,7 +123,9 @@ class OptimalProposal(eqx.Module):
         return jnp.where(inside, self.weighting(logsnr) * jnp.sqrt(self.m2(logsnr)) / self.normalizer, 0.0)
 
 
-def optimal_proposal(weighting, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> OptimalProposal:
+def optimal_proposal(
+    weighting: AbstractWeighting, m2, logsnr_min: float, logsnr_max: float, *, points=()
+) -> OptimalProposal:
     r"""The variance-optimal proposal $p^* \propto w\sqrt{m_2}$, normalised on the interval.
 
     **Returns:** an `OptimalProposal`, a callable density of log-SNR.
@@ -122,7 +135,7 @@ def optimal_proposal(weighting, m2, logsnr_min: float, logsnr_max: float, *, poi
     return OptimalProposal(weighting, m2, lo, hi, z)
 
 
-def optimal_variance(weighting, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> Array:
+def optimal_variance(weighting: AbstractWeighting, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> Array:
     r"""The smallest variance over proposals.
 
     $$\operatorname{Var}_{\min} = \tfrac14\Big(\int w\sqrt{m_2}\,d\lambda\Big)^2 - \mathcal L_w^2.$$

@@ -4,17 +4,16 @@ r"""Weightings $w(\lambda)$ in ε-space as Equinox modules (mirror of `reference
 Work in log space so every weighting is finite for $\lambda \in [-30, 30]$ in float32.
 """
 
-from __future__ import annotations
-
 import abc
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from equinox import AbstractVar
 
 import _checks
 from eqx_impl._floats import as_float
@@ -31,7 +30,14 @@ def _log_sech(y):
 
 
 class AbstractWeighting(eqx.Module):
-    """A weighting $w(\\lambda) > 0$; `kinks` lists log-SNRs where $dw/d\\lambda$ may jump."""
+    """A weighting $w(\\lambda) > 0$.
+
+    `kinks` lists the log-SNRs where $dw/d\\lambda$ may jump (quadrature break points): a
+    smooth weighting declares `kinks: ClassVar[tuple[float, ...]] = ()`, one with kinks a
+    property of its parameters.
+    """
+
+    kinks: AbstractVar[tuple[float, ...]]
 
     @abc.abstractmethod
     def __call__(self, logsnr: LogSNR) -> Array:
@@ -42,13 +48,11 @@ class AbstractWeighting(eqx.Module):
         logsnr = as_float(logsnr)
         return jax.jvp(self.__call__, (logsnr,), (jnp.ones_like(logsnr),))[1]
 
-    @property
-    def kinks(self) -> tuple[float, ...]:
-        return ()
-
 
 class ELBO(AbstractWeighting):
     """$w = 1$."""
+
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     def __call__(self, logsnr):
         return jnp.ones_like(as_float(logsnr))
@@ -57,12 +61,16 @@ class ELBO(AbstractWeighting):
 class EpsCosine(AbstractWeighting):
     """$w = \\mathrm{sech}(\\lambda/2)$."""
 
+    kinks: ClassVar[tuple[float, ...]] = ()
+
     def __call__(self, logsnr):
         return jnp.exp(_log_sech(0.5 * as_float(logsnr)))
 
 
 class EDM(AbstractWeighting):
     r"""$w = \mathcal N(\lambda; -2P_{\mathrm{mean}}, (2P_{\mathrm{std}})^2)(e^{-\lambda} + \sigma_d^2)/\sigma_d^2$."""
+
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     p_mean: float = eqx.field(default=-1.2, **_static)
     p_std: float = eqx.field(default=1.2, **_static)
@@ -84,6 +92,8 @@ class EDM(AbstractWeighting):
 class Exponential(AbstractWeighting):
     """$w = e^{-\\mathrm{rate}\\,\\lambda}$."""
 
+    kinks: ClassVar[tuple[float, ...]] = ()
+
     rate: float = eqx.field(default=0.5, **_static)
 
     def __check_init__(self):
@@ -95,6 +105,8 @@ class Exponential(AbstractWeighting):
 
 class InDI(AbstractWeighting):
     """$w = e^{-\\lambda}\\,\\mathrm{sech}^2(\\lambda/4)$."""
+
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     def __call__(self, logsnr):
         logsnr = as_float(logsnr)
@@ -114,12 +126,15 @@ class MinSNR(AbstractWeighting):
         return jnp.exp(_log_sech(0.5 * logsnr) + jnp.minimum(0.0, math.log(self.gamma) - logsnr))
 
     @property
-    def kinks(self):
+    def kinks(self) -> tuple[float, ...]:
+        """$\\ln\\gamma$, where the clip $\\min(1, \\gamma e^{-\\lambda})$ starts."""
         return (math.log(self.gamma),)
 
 
 class Sigmoid(AbstractWeighting):
     """$w = \\mathrm{sigmoid}(-\\lambda + b)$."""
+
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     bias: float = eqx.field(default=2.0, **_static)
 
@@ -143,7 +158,8 @@ class Shifted(AbstractWeighting):
         return self.weighting(as_float(logsnr) - self.shift)
 
     @property
-    def kinks(self):
+    def kinks(self) -> tuple[float, ...]:
+        """The inner weighting's kinks, shifted."""
         return tuple(k + self.shift for k in self.weighting.kinks)
 
 
@@ -194,12 +210,15 @@ class Monotonic(AbstractWeighting):
         return jnp.where(inner >= best, inner, best)
 
     @property
-    def kinks(self):
+    def kinks(self) -> tuple[float, ...]:
+        """The inner weighting's interior local maxima (`peaks`)."""
         return self.peaks
 
 
 class Implied(AbstractWeighting):
     r"""$w(\lambda) = 2\,p(\lambda)\,f_{\mathrm{target}}(\lambda)\,\tilde w(\lambda)$ for "MSE on target, $t \sim U(0,1)$"."""
+
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     schedule: AbstractSchedule
     target: str = eqx.field(default="eps", static=True)

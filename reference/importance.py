@@ -13,8 +13,8 @@ $\operatorname{Var}_{\min} = \tfrac14\big(\int w\sqrt{m_2}\,d\lambda\big)^2 - \m
 `Adaptive` learns a piecewise-constant approximation of $p^*$ during training
 (Kingma & Gao 2023, appendix on the adaptive noise schedule).
 
-Callables (`weighting`, `density`, `m1`, `m2`) take float64 log-SNR arrays and act
-elementwise. Integrals use `scipy.integrate.quad` at relative tolerance $10^{-12}$, with
+`weighting` is an `AbstractWeighting`; it and the callables `density`, `m1`, `m2` take
+float64 log-SNR arrays and act elementwise. Integrals use `scipy.integrate.quad` at relative tolerance $10^{-12}$, with
 break points at the weighting's `kinks` and at any extra `points` (e.g. `Adaptive.edges`
 for a piecewise-constant density).
 """
@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from scipy import integrate
 
 import _checks
+from reference.weightings import AbstractWeighting
 
 _EPSREL = 1e-12
 
@@ -48,12 +49,18 @@ def _quad(f: Callable, lo: float, hi: float, points: Iterable[float]) -> float:
     return value
 
 
-def _break_points(weighting, points) -> tuple[float, ...]:
-    # Any callable is accepted as a weighting; library weightings list their kinks.
-    return tuple(getattr(weighting, "kinks", ())) + tuple(np.ravel(np.asarray(points, np.float64)))
+def _break_points(weighting: AbstractWeighting, points) -> tuple[float, ...]:
+    """The weighting's kinks and the extra `points`: the quadrature's break points."""
+    if not isinstance(weighting, AbstractWeighting):
+        raise TypeError(
+            f"weighting must be an AbstractWeighting (e.g. reference.Sigmoid(2.0)), got "
+            f"{type(weighting).__name__}; to use a function w(λ), subclass AbstractWeighting "
+            "with `__call__` and `kinks` (the log-SNRs where dw/dλ jumps, () if none)."
+        )
+    return tuple(weighting.kinks) + tuple(np.ravel(np.asarray(points, np.float64)))
 
 
-def estimator_mean(weighting, m1, logsnr_min: float, logsnr_max: float, *, points=()) -> float:
+def estimator_mean(weighting: AbstractWeighting, m1, logsnr_min: float, logsnr_max: float, *, points=()) -> float:
     r"""The weighted loss $\mathcal L_w = \tfrac12\int w\,m_1\,d\lambda$ over the interval.
 
     It is the mean of $\hat{\mathcal L} = \tfrac12 w\ell/p$ under every proposal $p$.
@@ -64,7 +71,9 @@ def estimator_mean(weighting, m1, logsnr_min: float, logsnr_max: float, *, point
     return 0.5 * _quad(lambda x: weighting(x) * m1(x), lo, hi, _break_points(weighting, points))
 
 
-def estimator_variance(weighting, density, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> float:
+def estimator_variance(
+    weighting: AbstractWeighting, density, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()
+) -> float:
     r"""Variance of $\hat{\mathcal L} = \tfrac12\,w\,\ell/p$, $\lambda \sim p$ = `density`.
 
     $$\operatorname{Var} = \tfrac14\int_{\lambda_{\min}}^{\lambda_{\max}}
@@ -89,11 +98,15 @@ class OptimalProposal:
     $Z = \int w\sqrt{m_2}\,d\lambda$ is stored as `normalizer`.
     """
 
-    def __init__(self, weighting, m2, logsnr_min: float, logsnr_max: float, normalizer: float):
+    def __init__(self, weighting: AbstractWeighting, m2, logsnr_min: float, logsnr_max: float, normalizer: float):
         self.weighting, self.m2 = weighting, m2
         self.logsnr_min, self.logsnr_max = logsnr_min, logsnr_max
         self.normalizer = normalizer
-        self.kinks = tuple(getattr(weighting, "kinks", ()))
+
+    @property
+    def kinks(self) -> tuple[float, ...]:
+        """The weighting's kinks (where $p^*$'s derivative may jump)."""
+        return self.weighting.kinks
 
     def __call__(self, logsnr):
         logsnr = np.asarray(logsnr, dtype=np.float64)
@@ -102,7 +115,9 @@ class OptimalProposal:
         return np.where(inside, value, 0.0)
 
 
-def optimal_proposal(weighting, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> OptimalProposal:
+def optimal_proposal(
+    weighting: AbstractWeighting, m2, logsnr_min: float, logsnr_max: float, *, points=()
+) -> OptimalProposal:
     r"""The proposal minimising `estimator_variance`: $p^* \propto w\sqrt{m_2}$ on the interval.
 
     **Returns:** an `OptimalProposal`, a callable density of log-SNR.
@@ -118,7 +133,7 @@ def optimal_proposal(weighting, m2, logsnr_min: float, logsnr_max: float, *, poi
     return OptimalProposal(weighting, m2, lo, hi, z)
 
 
-def optimal_variance(weighting, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> float:
+def optimal_variance(weighting: AbstractWeighting, m1, m2, logsnr_min: float, logsnr_max: float, *, points=()) -> float:
     r"""The smallest variance over proposals.
 
     $$\operatorname{Var}_{\min} = \tfrac14\Big(\int w\sqrt{m_2}\,d\lambda\Big)^2 - \mathcal L_w^2.$$

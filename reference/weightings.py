@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 from scipy import optimize, special
@@ -35,9 +36,17 @@ def _log_sech(y):
 
 
 class AbstractWeighting(abc.ABC):
-    """A weighting $w(\\lambda) > 0$ over log-SNR."""
+    """A weighting $w(\\lambda) > 0$ over log-SNR.
 
-    kinks: tuple[float, ...] = ()
+    `kinks` lists the log-SNRs where $dw/d\\lambda$ may jump (quadrature break points): a
+    smooth weighting declares `kinks: ClassVar[tuple[float, ...]] = ()`, one with kinks a
+    property of its parameters.
+    """
+
+    @property
+    @abc.abstractmethod
+    def kinks(self) -> tuple[float, ...]:
+        """Log-SNRs where $dw/d\\lambda$ may jump."""
 
     @abc.abstractmethod
     def __call__(self, logsnr) -> FloatArray:
@@ -54,6 +63,8 @@ class AbstractWeighting(abc.ABC):
 class ELBO(AbstractWeighting):
     """$w(\\lambda) = 1$: the plain ELBO (maximum likelihood)."""
 
+    kinks: ClassVar[tuple[float, ...]] = ()
+
     def __call__(self, logsnr):
         return np.ones_like(_arr(logsnr))
 
@@ -63,6 +74,8 @@ class ELBO(AbstractWeighting):
 
 class EpsCosine(AbstractWeighting):
     """$w(\\lambda) = \\mathrm{sech}(\\lambda/2)$: ε-MSE with the cosine schedule (IDDPM "simple")."""
+
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     def __call__(self, logsnr):
         return np.exp(_log_sech(0.5 * _arr(logsnr)))
@@ -74,6 +87,8 @@ class EpsCosine(AbstractWeighting):
 
 class EDM(AbstractWeighting):
     r"""EDM's implied weighting: $w(\lambda) = \mathcal N(\lambda; -2P_{\mathrm{mean}}, (2P_{\mathrm{std}})^2)\,(e^{-\lambda} + \sigma_d^2)/\sigma_d^2$."""
+
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, sigma_data: float = 0.5):
         self.p_mean = _checks.finite("p_mean", p_mean)
@@ -99,6 +114,8 @@ class EDM(AbstractWeighting):
 class Exponential(AbstractWeighting):
     """$w(\\lambda) = e^{-\\mathrm{rate}\\,\\lambda}$: v-prediction + cosine, and flow matching (OT) at rate ½."""
 
+    kinks: ClassVar[tuple[float, ...]] = ()
+
     def __init__(self, rate: float = 0.5):
         self.rate = _checks.finite("rate", rate)
 
@@ -111,6 +128,8 @@ class Exponential(AbstractWeighting):
 
 class InDI(AbstractWeighting):
     """$w(\\lambda) = e^{-\\lambda}\\,\\mathrm{sech}^2(\\lambda/4)$: InDI / x-prediction with the flow schedule."""
+
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     def __call__(self, logsnr):
         logsnr = _arr(logsnr)
@@ -126,7 +145,11 @@ class MinSNR(AbstractWeighting):
 
     def __init__(self, gamma: float = 5.0):
         self.gamma = _checks.positive("gamma", gamma)
-        self.kinks = (math.log(self.gamma),)
+
+    @property
+    def kinks(self) -> tuple[float, ...]:
+        """$\\ln\\gamma$, where the clip $\\min(1, \\gamma e^{-\\lambda})$ starts."""
+        return (math.log(self.gamma),)
 
     def __call__(self, logsnr):
         logsnr = _arr(logsnr)
@@ -141,6 +164,8 @@ class MinSNR(AbstractWeighting):
 
 class Sigmoid(AbstractWeighting):
     """$w(\\lambda) = \\mathrm{sigmoid}(-\\lambda + b)$: the monotone weighting Kingma & Gao propose ($b = 2$)."""
+
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     def __init__(self, bias: float = 2.0):
         self.bias = _checks.finite("bias", bias)
@@ -159,7 +184,11 @@ class Shifted(AbstractWeighting):
     def __init__(self, weighting: AbstractWeighting, shift: float):
         self.weighting = weighting
         self.shift = _checks.finite("shift", shift)
-        self.kinks = tuple(k + self.shift for k in weighting.kinks)
+
+    @property
+    def kinks(self) -> tuple[float, ...]:
+        """The inner weighting's kinks, shifted."""
+        return tuple(k + self.shift for k in self.weighting.kinks)
 
     def __call__(self, logsnr):
         return self.weighting(_arr(logsnr) - self.shift)
@@ -200,7 +229,11 @@ class Monotonic(AbstractWeighting):
             peaks.append(float(res.x))  # pyright: ignore[reportAttributeAccessIssue]  # scipy's stub types the result as object
         self.peaks = np.array(peaks, dtype=np.float64)
         self.peak_values = weighting(self.peaks)
-        self.kinks = tuple(peaks)
+
+    @property
+    def kinks(self) -> tuple[float, ...]:
+        """The inner weighting's interior local maxima (`peaks`)."""
+        return tuple(self.peaks.tolist())
 
     def __call__(self, logsnr):
         logsnr = _arr(logsnr)
@@ -222,6 +255,8 @@ class Implied(AbstractWeighting):
       \;\Rightarrow\; w(\lambda) = 2\,p(\lambda)\,f_y(\lambda)\,\tilde w(\lambda).$$
     `target_weight` is $\tilde w$ (a callable of log-SNR; `None` means 1).
     """
+
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     def __init__(
         self,

@@ -18,9 +18,7 @@ import eqx_impl.schedules
 import eqx_impl.weightings
 
 MODULES = [eqx_impl.schedules, eqx_impl.weightings, eqx_impl.analytic, eqx_impl.learned, eqx_impl.importance]
-# `kinks` defaults to () so that a user's weighting needs only `__call__`
-# (docs/snippets/custom_weighting.py); the weightings with kinks override it.
-ALLOWED_OVERRIDES = {("AbstractWeighting", "kinks")}
+ALLOWED_OVERRIDES: set[tuple[str, str]] = set()  # none: every override is a bug
 
 
 def _classes():

@@ -90,6 +90,8 @@ def test_monotonic_of_monotone_is_identity():
 
 def test_monotonic_of_bimodal_takes_later_peak():
     class TwoBumps(R.AbstractWeighting):
+        kinks = ()
+
         def __call__(self, lam):
             lam = np.asarray(lam, dtype=np.float64)
             return np.exp(-0.5 * (lam + 5) ** 2) + 0.5 * np.exp(-0.5 * (lam - 5) ** 2) + 1e-3

@@ -1,4 +1,5 @@
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ import eqx_impl as ex
 class P2(ex.AbstractWeighting):
     """P2 weighting (Choi et al. 2022) on the ε-loss with the cosine schedule: sech(λ/2) / (k + e^λ)^γ."""
 
+    kinks: ClassVar[tuple[float, ...]] = ()  # smooth: no log-SNR where dw/dλ jumps
     k: float = eqx.field(default=1.0, static=True)
     gamma: float = eqx.field(default=1.0, static=True)
 
