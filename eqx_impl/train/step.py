@@ -105,13 +105,22 @@ class Gradients(NamedTuple):
     proposal_grads: Any
 
 
+@functools.cache
+def _model_optimizer(settings: tuple, total_steps: int) -> optax.GradientTransformation:
+    """`model_optimizer` for the fields of an `OptimConfig`, built once per process: trainers
+    built from equal settings hold the same object, so they are equal pytrees (the optimiser
+    is a static field) and share compiled steps."""
+    return model_optimizer(OptimConfig(*settings), total_steps)
+
+
 class Trainer(eqx.Module):
     """The pure step function and its fixed ingredients (no arrays that change)."""
 
     weighting: AbstractWeighting
     proposal: AbstractProposal
-    optim: tuple = eqx.field(static=True)  # the fields of an OptimConfig (hashable)
-    total_steps: int = eqx.field(static=True)
+    # AdamW with warm-up and clipping for the model (`optim.model_optimizer`), built by `create`.
+    optimizer: optax.GradientTransformation = eqx.field(static=True)
+    ema_decay: float = eqx.field(static=True)  # the EMA's decay β (`optim.ema_decay_at`)
     dropout: bool = eqx.field(static=True, default=False)
     # Data parallelism (`parallel.py`): the batch is split over this mesh's "data" axis, the
     # state replicated; `None` leaves placement to the inputs (one device).
@@ -131,9 +140,6 @@ class Trainer(eqx.Module):
             raise ValueError(
                 f"Trainer: nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {self.nonfinite!r}."
             )
-
-    # The optimisers are rebuilt from the static settings where they are used, so two
-    # trainers built from equal configs are equal pytrees and share compiled steps.
 
     @classmethod
     def create(
@@ -159,8 +165,8 @@ class Trainer(eqx.Module):
         return cls(
             weighting,
             proposal,
-            dataclasses.astuple(optim),
-            total_steps,
+            _model_optimizer(dataclasses.astuple(optim), total_steps),
+            float(optim.ema_decay),
             bool(dropout),
             mesh,
             str(nonfinite),
@@ -168,15 +174,6 @@ class Trainer(eqx.Module):
             None if num_classes is None else int(num_classes),
             float(label_dropout),
         )
-
-    @property
-    def optim_config(self) -> OptimConfig:
-        return OptimConfig(*self.optim)
-
-    @property
-    def optimizer(self) -> optax.GradientTransformation:
-        """AdamW with warm-up and clipping for the model (see `optim.model_optimizer`)."""
-        return model_optimizer(self.optim_config, self.total_steps)
 
     def init(self, model, *, key) -> TrainState:
         """The initial state for `model`; `key` (typed) is the run's base key.
@@ -261,7 +258,7 @@ class Trainer(eqx.Module):
         with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 count with floats
             updates, opt_state = self.optimizer.update(g.model_grads, state.opt_state, params)
         model = eqx.apply_updates(state.model, updates)
-        ema = ema_update(state.ema, model, ema_decay_at(self.optim_config.ema_decay, state.step))
+        ema = ema_update(state.ema, model, ema_decay_at(self.ema_decay, state.step))
 
         # w(λ)·ℓ = 2 p(λ) L̂ and the gradient of mean(L̂²): what the proposals follow.
         proposal_state = self.proposal.update(
