@@ -136,17 +136,21 @@ def digits_unet(config: str = "configs/digits.yaml"):
     setup = build(load_config(config))
     cfg = setup.config
     sigma_min = math.exp(-0.5 * cfg.objective.logsnr_max)
-    model = eqx.nn.inference_mode(setup.initial.ema)
-    # The output layer and the biases start at zero, which would make ε̂ ≡ 0: give every
-    # all-zero leaf small random values, so that the samples depend on the whole network.
+    model = without_zero_leaves(eqx.nn.inference_mode(setup.initial.ema))
+    return model, tuple(setup.dataset.shape), sigma_min, float(cfg.model.sigma_data or 0.0)
+
+
+def without_zero_leaves(model):
+    """`model` with every all-zero array (the zero-initialised output layer, the biases) set
+    to small random values: at initialisation ε̂ ≡ 0, and the samples should depend on the
+    whole network. **Returns:** the model."""
     params, static = eqx.partition(model, eqx.is_inexact_array)
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(1), len(leaves))
     leaves = [
         0.02 * jax.random.normal(k, a.shape, a.dtype) if not np.any(a) else a for k, a in zip(keys, leaves, strict=True)
     ]
-    model = eqx.combine(jax.tree.unflatten(treedef, leaves), static)
-    return model, tuple(setup.dataset.shape), sigma_min, float(cfg.model.sigma_data or 0.0)
+    return eqx.combine(jax.tree.unflatten(treedef, leaves), static)
 
 
 def gmm_model():

@@ -17,6 +17,8 @@ Runs, in one process:
 6. **Sampler compile time** (`sampler_compile.py`): compile and run time of sampling the
    digits U-Net and the mixture, one compiled step called $N$ times against the loop unrolled
    in one program (and, for the mixture, one `lax.scan`).
+   The same for `evaluate --metrics bpd,fd` on the digits U-Net (`evaluate_compile.py`, each
+   variant in a fresh process).
 
 Absolute times depend on the machine and its load; the ratios are measured side by side.
 
@@ -87,7 +89,9 @@ def run_ratios(quick: bool) -> list[Row]:
         ("eqx/reference: Heun 18 steps, 2-D GMM, batch 10,000", evr.bench_heun),
     ):
         t_ref, t_eqx = fn(repeats)
-        rows.append(Row(name, "throughput ratio", f"{t_ref / t_eqx:.1f}x", f"reference {t_ref:.3g} s, eqx {t_eqx:.3g} s"))
+        rows.append(
+            Row(name, "throughput ratio", f"{t_ref / t_eqx:.1f}x", f"reference {t_ref:.3g} s, eqx {t_eqx:.3g} s")
+        )
     return rows
 
 
@@ -149,7 +153,12 @@ def run_adaptive(quick: bool) -> list[Row]:
     t2 = time.perf_counter()
     return [
         Row("adaptive schedule (reference)", "Var / Var_min", f"{ref:.3f}", f"{problem}; {t1 - t0:.1f} s"),
-        Row("adaptive schedule (eqx, jitted scan)", "Var / Var_min", f"{eqx_ratio:.3f}", f"same problem; {t2 - t1:.1f} s"),
+        Row(
+            "adaptive schedule (eqx, jitted scan)",
+            "Var / Var_min",
+            f"{eqx_ratio:.3f}",
+            f"same problem; {t2 - t1:.1f} s",
+        ),
     ]
 
 
@@ -191,7 +200,12 @@ def run_samplers(quick: bool, plot_path: Path | None) -> list[Row]:
             sws = " / ".join(f"{e:.1e}" for e in result.sliced_w2[name][2:])
             at = "/".join(str(n) for n in nfe[2:])
             rows.append(
-                Row(f"sampler {name}", "sliced W2", f"{result.sliced_w2[name][last]:.1e}", f"{sws} at NFE {at} ({floor})")
+                Row(
+                    f"sampler {name}",
+                    "sliced W2",
+                    f"{result.sliced_w2[name][last]:.1e}",
+                    f"{sws} at NFE {at} ({floor})",
+                )
             )
     return rows
 
@@ -242,7 +256,22 @@ def run_compile(quick: bool) -> list[Row]:
                 notes,
             )
         )
-    return rows
+    return rows + run_evaluate_compile(quick)
+
+
+def run_evaluate_compile(quick: bool) -> list[Row]:
+    from benchmarks import evaluate_compile as ec
+
+    sizes = {"num": 100, "steps": 8, "repeats": 1} if quick else {}
+    timings = {t.variant: t for t in ec.run_all(**sizes)}
+    base, now = timings["unrolled"], timings["stepped"]
+    num, steps = sizes.get("num", 400), sizes.get("steps", 24)
+    notes = (
+        f"run {base.run_s:.3g} s → {now.run_s:.3g} s (throughput ratio {base.run_s / now.run_s:.2f}); "
+        f"each variant in a fresh process; bpd {base.bpd:.4f} / {now.bpd:.4f}, FD {base.fd:.4g} / {now.fd:.4g}"
+    )
+    return [Row(f"evaluate bpd+fd, U-Net digits, {num}×{steps} steps", "compile: unrolled → stepped",
+                f"{base.compile_s:.1f} → {now.compile_s:.1f} s", notes)]  # fmt: skip
 
 
 # --- output -------------------------------------------------------------------------------

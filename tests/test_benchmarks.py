@@ -63,7 +63,14 @@ def test_peak_table():
 
 
 def test_suite_pieces_import_and_markdown(tmp_path):
-    for name in ("eqx_vs_reference", "train_overhead", "samplers_nfe", "unet_throughput"):
+    for name in (
+        "eqx_vs_reference",
+        "train_overhead",
+        "samplers_nfe",
+        "unet_throughput",
+        "sampler_compile",
+        "evaluate_compile",
+    ):
         module = importlib.import_module(f"benchmarks.{name}")
         assert callable(module.main)
     assert callable(importlib.import_module("benchmarks.train_overhead").measure)
@@ -75,4 +82,3 @@ def test_suite_pieces_import_and_markdown(tmp_path):
     text = page.read_text()
     assert text.startswith("before\n") and text.endswith("after\n")
     assert "old" not in text and "| b | m | 1.0x | n |" in text
-
