@@ -15,9 +15,7 @@ concrete; under tracing only their shapes can be checked.
 """
 
 import abc
-import functools
 import math
-from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -29,6 +27,7 @@ from jax import lax
 from jaxtyping import Float
 
 import _checks
+from eqx_impl import _xla_cpu
 from eqx_impl._floats import as_float
 from eqx_impl._typing import Array, LogSNR, PRNGKeyArray
 
@@ -182,14 +181,12 @@ class GaussianMixture(AbstractAnalyticData):
     $$\hat x = \sum_k r_k\Big(\mu_k + \frac{\alpha s_k^2}{v_k}(z - \alpha\mu_k)\Big), \qquad
       \hat\epsilon = \sum_k r_k \frac{\sigma}{v_k}(z - \alpha\mu_k).$$
 
-    The methods are written for one example, `(dim,)` against the `(K, dim)` components, and
-    vectorised with `jax.vmap` over the broadcast leading axes (`_per_example`). A $\lambda$
-    shared along an axis (one for a sampler step's whole batch) is not mapped over it, so
-    $\alpha$, $\sigma$ and $\ln v_k$ cost $O(K\cdot\mathrm{dim})$ transcendentals per
-    value of $\lambda$, not per example.
-    Isotropic `stds` keep one variance per component. Sums and maxima over the short axes
-    (components, coordinates) are pairwise elementwise ops (`_pairwise`), and the logits are
-    stored once (`_stored`): both keep XLA:CPU's generated loops vectorised along the batch.
+    Written for one example `(dim,)` against the `(K, dim)` components (the component axis
+    is the one before the coordinates), so the methods also broadcast over leading axes like
+    `GaussianData`'s, and a $\lambda$ shared by a batch costs its transcendentals once. The
+    sums and maxima over components and coordinates, and the stored logits, go through
+    `eqx_impl._xla_cpu`: the same values, compiled about 20x faster by XLA:CPU for a
+    sampler step (`docs/benchmarks.md`).
     """
 
     weights: Float[Array, " K"] = eqx.field(converter=as_float)
@@ -221,17 +218,21 @@ class GaussianMixture(AbstractAnalyticData):
         r"""$\ln s_k^2$: `(K, 1)` for isotropic `stds` (one variance per component), else `(K, dim)`."""
         return 2.0 * jnp.log(self.stds.reshape(self.num_components, -1))
 
-    def _components(self, z: Float[Array, " dim"], lam: Float[Array, ""], stored: Callable[..., Array]):
-        r"""The mixture at $z_\lambda = z$ for one example; `stored` computes the logits (`_per_example`).
+    def _components(self, z: Float[Array, "*bz dim"], logsnr: LogSNR):
+        r"""The mixture at $z_\lambda = z$, broadcast over `z`'s leading axes `*bz` and `logsnr`'s `*bl`.
 
-        **Returns:** logits $\ell_k = \ln w_k + \ln\mathcal N(z; \alpha\mu_k, v_k)$ `(K,)`,
-        $z - \alpha\mu_k$ `(K, dim)`, $\ln v_k$ `(K, 1 | dim)`, $\ln\alpha^2$, $\ln\sigma^2$.
+        **Returns:** logits $\ell_k = \ln w_k + \ln\mathcal N(z; \alpha\mu_k, v_k)$ `(*b, K)`,
+        $z - \alpha\mu_k$ `(*b, K, dim)`, $\ln v_k$ `(*bl, K, 1 | dim)`, $\ln\alpha^2$ and
+        $\ln\sigma^2$ `(*bl, 1, 1)`.
         """
+        _checks.last_axis("z", z, self.dim)
+        lam = _logsnr_like(logsnr, z)[..., None, None]
         log_a2, log_s2 = jax.nn.log_sigmoid(lam), jax.nn.log_sigmoid(-lam)
         log_v = jnp.logaddexp(log_a2 + self._log_var(), log_s2)
         scaled_means = jnp.exp(0.5 * log_a2) * self.means
-        logits = stored(_logits, log_v, z, scaled_means, self.weights)
-        return logits, z - scaled_means, log_v, log_a2, log_s2
+        # Every logit is read K + 1 times by the softmax: computed once (see `_xla_cpu.stored`).
+        logits = _xla_cpu.stored(lam, _logits, z, scaled_means, log_v, self.weights)
+        return logits, z[..., None, :] - scaled_means, log_v, log_a2, log_s2
 
     def sample_from_noise(
         self, u: Float[Array, "*batch"], noise: Float[Array, "*batch dim"]
@@ -258,158 +259,58 @@ class GaussianMixture(AbstractAnalyticData):
     def log_prob(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch"]:
         r"""$\mathrm{logsumexp}_k(\ln w_k + \ln\mathcal N(x; \mu_k, s_k^2))$."""
         _checks.last_axis("x", x, self.dim)
-        log_var = self._log_var()
-        one = lambda x, _, stored: _logsumexp(stored(_logits, log_var, x, self.means, self.weights))  # noqa: E731
-        return _per_example(one, x, jnp.zeros((), x.dtype))  # no λ: a shared dummy
+        return _logsumexp(_logits(x, self.means, self._log_var(), self.weights))
 
     def log_prob_noisy(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\mathrm{logsumexp}_k(\ln w_k + \ln\mathcal N(z; \alpha\mu_k, v_k))$. **Returns:** shape `broadcast(z.shape[:-1], logsnr.shape)`."""
-        _checks.last_axis("z", z, self.dim)
-        one = lambda z, lam, stored: _logsumexp(self._components(z, lam, stored)[0])  # noqa: E731
-        return _per_example(one, z, _logsnr_like(logsnr, z))
+        return _logsumexp(self._components(z, logsnr)[0])
 
     def denoise(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\sum_k r_k(\mu_k + \alpha s_k^2(z - \alpha\mu_k)/v_k)$. **Returns:** shape of `z`."""
-        _checks.last_axis("z", z, self.dim)
-
-        def one(z, lam, stored):
-            logits, diff, log_v, log_a2, _ = self._components(z, lam, stored)
-            return _posterior_mean(logits, self.means + jnp.exp(0.5 * log_a2 + self._log_var() - log_v) * diff)
-
-        return _per_example(one, z, _logsnr_like(logsnr, z))
+        logits, diff, log_v, log_a2, _ = self._components(z, logsnr)
+        return _posterior_mean(logits, self.means + jnp.exp(0.5 * log_a2 + self._log_var() - log_v) * diff)
 
     def eps(self, z: Float[Array, "*batch dim"], logsnr: LogSNR) -> Array:
         r"""$\sigma\sum_k r_k(z - \alpha\mu_k)/v_k$ (no division by $\sigma$). **Returns:** shape of `z`."""
-        _checks.last_axis("z", z, self.dim)
-
-        def one(z, lam, stored):
-            logits, diff, log_v, _, log_s2 = self._components(z, lam, stored)
-            # σ is common to the components: one multiplication per output entry.
-            return jnp.exp(0.5 * log_s2) * _posterior_mean(logits, jnp.exp(-log_v) * diff)
-
-        return _per_example(one, z, _logsnr_like(logsnr, z))
-
-
-def _per_example(fn: Callable[..., Array], z: Float[Array, "*batch dim"], lam: Array) -> Array:
-    r"""`fn(z_i, lam_i, stored)` for one example, mapped over `broadcast(z.shape[:-1], lam.shape)`.
-
-    One `jax.vmap` per batch axis (`_map_axes`), and an operand of size 1 along an axis is
-    not mapped over it: a $\lambda$ shared by a batch (a scalar, or a grid of values against
-    a set of samples) costs its transcendentals once per value, not once per example.
-    `stored` is `_stored` with its predicate taken here, from the arguments before mapping,
-    so that these vmaps do not batch it (a batched predicate, as under a caller's `jax.vmap`
-    over $\lambda$, turns the `lax.cond` into a `select`, which XLA fuses like any other op).
-    """
-    traced = [a for a in (lam, z) if isinstance(a, jax.core.Tracer) and a.size]
-    stored = functools.partial(_stored, traced[0].reshape(-1)[0] if traced else None)
-    batch = jnp.broadcast_shapes(z.shape[:-1], lam.shape)
-    z = z.reshape((1,) * (len(batch) + 1 - z.ndim) + z.shape)
-    lam = lam.reshape((1,) * (len(batch) - lam.ndim) + lam.shape)
-    return _map_axes(lambda z, lam: fn(z, lam, stored), z, lam)
-
-
-def _map_axes(fn: Callable[..., Array], z: Array, lam: Array) -> Array:
-    """`fn` mapped over the leading axes of `z` `(*b, dim)` and `lam` `(*b)`; along each, an
-    operand of size 1 is broadcast rather than mapped."""
-    if lam.ndim == 0:
-        return fn(z, lam)
-    z_axis, lam_axis = (0 if a.shape[0] != 1 else None for a in (z, lam))
-    if z_axis is None and lam_axis is None:
-        return _map_axes(fn, z[0], lam[0])[None]
-    inner = jax.vmap(functools.partial(_map_axes, fn), in_axes=(z_axis, lam_axis))
-    return inner(z if z_axis == 0 else z[0], lam if lam_axis == 0 else lam[0])
+        logits, diff, log_v, _, log_s2 = self._components(z, logsnr)
+        # σ is common to the components: one multiplication per output entry.
+        return jnp.exp(0.5 * log_s2[..., 0, :]) * _posterior_mean(logits, jnp.exp(-log_v) * diff)
 
 
 def _logits(
-    log_var: Array, x: Float[Array, " dim"], means: Float[Array, "K dim"], weights: Float[Array, " K"]
-) -> Float[Array, " K"]:
-    r"""$\ell_k = \ln w_k + \ln\mathcal N(x; \mu_k, e^{\mathrm{log\_var}_k})$."""
-    return jnp.log(weights) + _log_normal(x - means, log_var)
+    x: Float[Array, "*bx dim"],
+    means: Float[Array, "*bl K dim"],
+    log_var: Float[Array, "*bl K 1"] | Float[Array, "*bl K dim"],
+    weights: Float[Array, " K"],
+) -> Array:
+    r"""$\ell_k = \ln w_k + \sum_j \ln\mathcal N(x_j; \mu_{kj}, e^{\mathrm{log\_var}_{kj}})$, shape `(*b, K)`.
 
-
-def _stored(keep: Array | None, fn: Callable[..., Array], *args: Array) -> Array:
-    r"""`fn(*args)`, computed once and kept in memory where XLA:CPU would recompute it.
-
-    XLA:CPU fuses a cheap elementwise producer into every consumer. A softmax reads each
-    logit $K + 1$ times ($K$ in the maximum, once in the exponential), so fused logits are
-    recomputed $K + 1$ times per entry, and the `(K, dim)` differences are stored instead:
-    about 1.4x slower sampling of a mixture. `lax.optimization_barrier` would say "store
-    this", but XLA:CPU drops it; a `lax.cond` is a fusion boundary that it keeps. Both
-    branches are `fn`, so the predicate (from the traced scalar `keep`) cannot change the
-    result. CPU backend only; with `keep` None (nothing traced) `fn` is simply called. XLA
-    still moves a branch made only of cheap ops out of the conditional (it does so when
-    $\lambda$ is a constant, whose $\ln v_k$ then fold away); the logits are then fused as
-    without `_stored`: slower, with the same values.
+    An isotropic `log_var` (last axis of length 1) is one variance per component:
+    $-\tfrac12\big(e^{-\mathrm{log\_var}}\|x - \mu_k\|^2 + \mathrm{dim}\,(\mathrm{log\_var} + \ln 2\pi)\big)$.
     """
-    if keep is None or jax.default_backend() != "cpu":
-        return fn(*args)
-    return lax.cond(keep == keep, fn, fn, *args)
+    diff = x[..., None, :] - means
+    dim = diff.shape[-1]
+    if log_var.shape[-1] == 1:
+        log_var = log_var[..., 0]
+        log_normal = -0.5 * (jnp.exp(-log_var) * _xla_cpu.sum(diff**2, -1) + dim * (log_var + _LOG_2PI))
+    else:
+        log_normal = -0.5 * (_xla_cpu.sum(diff**2 * jnp.exp(-log_var) + log_var, -1) + dim * _LOG_2PI)
+    return jnp.log(weights) + log_normal
 
 
-# Reductions over an axis at most this long are pairwise elementwise ops (`_sum`, `_max`).
-_PAIRWISE_MAX = 64
-
-
-def _sum(x: Array, axis: int) -> Array:
-    """`jnp.sum(x, axis)`; pairwise (`_pairwise`) over a short axis."""
-    return _pairwise(jnp.add, x, axis) if x.shape[axis] <= _PAIRWISE_MAX else jnp.sum(x, axis)
-
-
-def _max(x: Array, axis: int) -> Array:
-    """`jnp.max(x, axis)`; pairwise (`_pairwise`) over a short axis."""
-    return _pairwise(jnp.maximum, x, axis) if x.shape[axis] <= _PAIRWISE_MAX else jnp.max(x, axis)
-
-
-def _pairwise(op: Callable[[Array, Array], Array], x: Array, axis: int) -> Array:
-    r"""Reduce `axis` of `x` with the associative binary `op` in $\lceil\log_2 n\rceil$ rounds.
-
-    Each round applies `op` to the first and the last $\lfloor n/2\rfloor$ entries (the middle
-    one of an odd $n$ is carried over): the sum or maximum, up to the order of summation
-    (pairwise: error $O(u\log n)$). Why not `jnp.sum`: XLA:CPU hands a `reduce` over a large
-    array to a library kernel (YNNPACK) that is slow when the reduced axis is short (the K
-    components, the dim coordinates) and the batch long, while these slices and elementwise
-    ops fuse with their neighbours into loops vectorised along the contiguous batch axes
-    (about 10x faster for the mixture's sampler step). Over long axes (> `_PAIRWISE_MAX`) the
-    library kernel wins and compiles faster, so `_sum` and `_max` use it there.
-
-    **Returns:** `x` without `axis`.
-    """
-    axis = axis % x.ndim
-    while (n := x.shape[axis]) > 1:
-        half = n // 2
-        pairs = op(lax.slice_in_dim(x, 0, half, axis=axis), lax.slice_in_dim(x, n - half, n, axis=axis))
-        x = jnp.concatenate([pairs, lax.slice_in_dim(x, half, n - half, axis=axis)], axis) if n % 2 else pairs
-    return jnp.squeeze(x, axis)
-
-
-def _log_normal(
-    diff: Float[Array, "K dim"], log_var: Float[Array, "K 1"] | Float[Array, "K dim"]
-) -> Float[Array, " K"]:
-    r"""$\sum_j \ln\mathcal N(\mathrm{diff}_{kj}; 0, e^{\mathrm{log\_var}_{kj}})$ over the coordinates $j$.
-
-    An isotropic `log_var` (axis 1 of length 1) is one variance per component:
-    $-\tfrac12\big(e^{-\mathrm{log\_var}}\|\mathrm{diff}\|^2 + \mathrm{dim}\,(\mathrm{log\_var} + \ln 2\pi)\big)$.
-    """
-    dim = diff.shape[1]
-    if log_var.shape[1] == 1:
-        log_var = jnp.squeeze(log_var, 1)
-        return -0.5 * (jnp.exp(-log_var) * _sum(diff**2, 1) + dim * (log_var + _LOG_2PI))
-    return -0.5 * (_sum(diff**2 * jnp.exp(-log_var) + log_var, 1) + dim * _LOG_2PI)
-
-
-def _max_logit(logits: Float[Array, " K"]) -> Float[Array, ""]:
+def _max_logit(logits: Float[Array, "*b K"]) -> Float[Array, "*b 1"]:
     r"""$m = \max_k \ell_k$, the shift that keeps $e^{\ell_k - m} \le 1$ (a constant for the gradient)."""
-    return lax.stop_gradient(_max(logits, 0))
+    return lax.stop_gradient(_xla_cpu.max(logits, -1)[..., None])
 
 
-def _logsumexp(logits: Float[Array, " K"]) -> Float[Array, ""]:
-    r"""$\mathrm{logsumexp}_k\,\ell_k = m + \ln\sum_k e^{\ell_k - m}$, $m = \max_k \ell_k$ (constant for the gradient)."""
+def _logsumexp(logits: Float[Array, "*b K"]) -> Float[Array, "*b"]:
+    r"""$\mathrm{logsumexp}_k\,\ell_k = m + \ln\sum_k e^{\ell_k - m}$, $m = \max_k \ell_k$."""
     m = _max_logit(logits)
-    return m + jnp.log(_sum(jnp.exp(logits - m), 0))
+    return m[..., 0] + jnp.log(_xla_cpu.sum(jnp.exp(logits - m), -1))
 
 
-def _posterior_mean(logits: Float[Array, " K"], q: Float[Array, "K dim"]) -> Float[Array, " dim"]:
+def _posterior_mean(logits: Float[Array, "*b K"], q: Float[Array, "*b K dim"]) -> Float[Array, "*b dim"]:
     r"""$\sum_k r_k q_k$, $r = \mathrm{softmax}_k\,\ell$, as $\sum_k e^{\ell_k - m} q_k / \sum_k e^{\ell_k - m}$ with
     $m = \max_k \ell_k$: one exp per component and one division per output entry."""
     e = jnp.exp(logits - _max_logit(logits))
-    return _sum(e[:, None] * q, 0) / _sum(e, 0)
+    return _xla_cpu.sum(e[..., None] * q, -2) / _xla_cpu.sum(e, -1)[..., None]

@@ -362,7 +362,7 @@ def test_equivalence_GaussianMixture_vmap_jit():
 
 def test_equivalence_GaussianMixture_jit_shared_logsnr():
     # A sampler step: one traced λ for the whole batch. On XLA:CPU the logits go through
-    # `_stored` (a `lax.cond` whose branches are equal); values and parameter gradients must
+    # `_xla_cpu.stored` (a `lax.cond` whose branches are equal); values and parameter gradients must
     # equal the eager call (which has no cond) and the reference (rtol 1e-5 as above). Jitted
     # and eager code contract multiply-adds differently: a few float32 ulps of the O(1)
     # terms, hence atol 1e-6 against the eager values.
@@ -384,7 +384,7 @@ def test_equivalence_GaussianMixture_jit_shared_logsnr():
         np.testing.assert_allclose(leaf, expected, rtol=1e-5, atol=1e-6)
     if jax.default_backend() == "cpu":
         hlo = jax.jit(lambda z, lam: mod.eps(z, lam)).lower(z, lam).compile().as_text()
-        assert "conditional(" in hlo, "the logits are no longer stored once (eqx_impl.analytic._stored)"
+        assert "conditional(" in hlo, "the logits are no longer stored once (eqx_impl._xla_cpu.stored)"
 
 
 def test_equivalence_GaussianMixture_traced_parameters():
