@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     )
     from eqx_impl.models import MLP, EpsModel, UNet, count_params
     from eqx_impl.ode_likelihood import dequantize, ode_bits_per_dim, ode_likelihood
+    from eqx_impl.probe import ProbeNet
     from eqx_impl.proposals import (
         AbstractProposal,
         AdaptiveProposal,

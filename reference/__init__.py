@@ -32,6 +32,7 @@ from reference.importance import (
     optimal_proposal,
     optimal_variance,
 )
+from reference.learned import Learned
 from reference.losses import (
     bits_per_dim,
     eps_loss,
@@ -43,6 +44,14 @@ from reference.losses import (
     weighted_loss,
 )
 from reference.ode_likelihood import dequantize, ode_bits_per_dim, ode_likelihood
+from reference.probe import ProbeNet
+from reference.proposals import (
+    AbstractProposal,
+    AdaptiveProposal,
+    FixedProposal,
+    LearnedProposal,
+    LearnedState,
+)
 from reference.samplers import (
     ancestral_sampler,
     ddim_sampler,

@@ -1,14 +1,17 @@
 """A fixed random MLP ε-model with identical weights in NumPy (float64) and JAX.
 
-`eps_model(z, logsnr) -> ε̂` for one example of any shape: flatten z, append
-features of λ, two tanh hidden layers, reshape. Used wherever a test needs a
-"random-network denoiser" that both packages can evaluate.
+`eps_model(z, logsnr) -> ε̂` for one example of any shape: the packages' `ProbeNet` (flatten
+z, append features of λ, tanh hidden layers, reshape), here with two hidden layers. Used
+wherever a test needs a "random-network denoiser" that both packages can evaluate.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+
+import eqx_impl as E
+import reference as R
 
 
 def init_params(dim: int, hidden: int = 32, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -20,33 +23,13 @@ def init_params(dim: int, hidden: int = 32, seed: int = 0) -> list[tuple[np.ndar
     ]
 
 
-def numpy_mlp(params):
-    def eps_model(z, logsnr):
-        z = np.asarray(z, dtype=np.float64)
-        lam = np.float64(logsnr)
-        h = np.concatenate([z.reshape(-1), [np.tanh(lam / 10.0), np.sin(lam / 4.0)]])
-        for k, (w, b) in enumerate(params):
-            h = h @ w + b
-            if k < len(params) - 1:
-                h = np.tanh(h)
-        return h.reshape(z.shape)
-
-    return eps_model
+def numpy_mlp(params) -> R.ProbeNet:
+    return R.ProbeNet(params)
 
 
-def jax_mlp(params, dtype=jnp.float32):
-    jparams = [(jnp.asarray(w, dtype), jnp.asarray(b, dtype)) for w, b in params]
-    return jax_mlp_apply(jparams)
+def jax_mlp(params, dtype=jnp.float32) -> E.ProbeNet:
+    return jax_mlp_apply([(jnp.asarray(w, dtype), jnp.asarray(b, dtype)) for w, b in params])
 
 
-def jax_mlp_apply(jparams):
-    def eps_model(z, logsnr):
-        lam = jnp.asarray(logsnr, z.dtype)
-        h = jnp.concatenate([z.reshape(-1), jnp.stack([jnp.tanh(lam / 10.0), jnp.sin(lam / 4.0)])])
-        for k, (w, b) in enumerate(jparams):
-            h = h @ w + b
-            if k < len(jparams) - 1:
-                h = jnp.tanh(h)
-        return h.reshape(z.shape)
-
-    return eps_model
+def jax_mlp_apply(jparams) -> E.ProbeNet:
+    return E.ProbeNet(list(jparams))

@@ -1,8 +1,8 @@
 """`eqx_impl` computes everything itself: no module of it imports `reference` at run time.
 
-The only exceptions are the training pre-flight and the registry that builds its reference
-twins: that comparison against the float64 reference is a deliberate guarantee to the user
-(no training on an objective that disagrees with the reference). The argument checks both
+The only exception is the training pre-flight, which builds the reference twins of the
+objects training will use: that comparison against the float64 reference is a deliberate
+guarantee to the user (no training on an objective that disagrees with the reference). The argument checks both
 packages share live in `_checks`, which imports neither package nor JAX.
 """
 
@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 # The pre-flight comparison against the reference (issue 13 keeps it as a user guarantee).
-PREFLIGHT = {"eqx_impl/train/preflight.py", "eqx_impl/train/registry.py"}
+PREFLIGHT = {"eqx_impl/train/preflight.py"}
 CHECKS_MAY_IMPORT = {"__future__", "math", "numbers", "operator", "numpy"}
 
 

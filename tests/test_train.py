@@ -258,7 +258,7 @@ class _BrokenSigmoid(ex.Sigmoid):
 
 
 def test_preflight_refuses_a_broken_weighting(monkeypatch, tmp_path):
-    monkeypatch.setitem(registry.WEIGHTINGS, "sigmoid", registry.Entry(_BrokenSigmoid, ref.Sigmoid))
+    monkeypatch.setitem(registry.WEIGHTINGS, "sigmoid", registry.Entry(_BrokenSigmoid))
     config = tiny_config(schedule="cosine")
     setup = build(config)
     report = run_preflight(setup.config, setup.dataset, setup.weighting, setup.proposal, setup.initial.proposal_state)
@@ -364,7 +364,7 @@ def test_nonfinite_policies_in_the_training_loop(monkeypatch, tmp_path):
     """stop: `TrainingDiverged` names the step and a checkpoint of the last good state, which
     equals a clean run to that step; resuming with `train.nonfinite=skip` then finishes the
     run, counts the skipped steps in metrics.jsonl and ends as a run that skipped throughout."""
-    monkeypatch.setitem(registry.WEIGHTINGS, "sigmoid", registry.Entry(_NaNBandSigmoid, ref.Sigmoid))
+    monkeypatch.setitem(registry.WEIGHTINGS, "sigmoid", registry.Entry(_NaNBandSigmoid))
     kwargs = dict(preflight=False, progress=False, evaluate=False, echo=lambda _: None)
     stop = tiny_config(steps=30, nonfinite="stop")
     skip = tiny_config(steps=30, nonfinite="skip")
@@ -397,7 +397,7 @@ class _NaNSigmoid(ex.Sigmoid):
 def test_skip_policy_gives_up_after_a_run_of_nonfinite_steps(monkeypatch, tmp_path):
     """skip: `fit.MAX_CONSECUTIVE_SKIPS` non-finite steps in a row raise `TrainingDiverged`
     (the run does not finish and evaluate an untrained model), with the state saved."""
-    monkeypatch.setitem(registry.WEIGHTINGS, "sigmoid", registry.Entry(_NaNSigmoid, ref.Sigmoid))
+    monkeypatch.setitem(registry.WEIGHTINGS, "sigmoid", registry.Entry(_NaNSigmoid))
     monkeypatch.setattr(fit, "MAX_CONSECUTIVE_SKIPS", 4)
     config = tiny_config(steps=30, nonfinite="skip")
     with pytest.raises(TrainingDiverged, match=r"Every step from 1 to 4 .*diverged.*saved in"):

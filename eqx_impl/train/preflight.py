@@ -1,17 +1,21 @@
 r"""Pre-flight check: before training, the configured objective evaluated by `eqx_impl` on the
 training device must match the float64 `reference` package.
 
-At `num_points` drawn points it compares (eqx float32, on the default JAX device, jitted
-like the training step, vs reference float64 on the same rounded inputs):
+The reference side is the *twin* of each eqx object training will use (`twin`): the
+reference class of the same name, built from the object's fields (weightings nested inside
+`Monotonic`/`Shifted` and proposals' schedules recursively, arrays as float64, trainable
+weights such as `Learned`'s copied). This module is the only one of `eqx_impl` that imports
+`reference`. At `num_points` drawn points it compares (eqx float32, on the default JAX
+device, jitted like the training step, vs reference float64 on the same rounded inputs):
 
 1. the weighting $w(\lambda)$ on a stratified grid of $[\lambda_{\min}, \lambda_{\max}]$;
-2. the proposal: $\lambda(u)$ and $p(\lambda)$ from stratified $u$ (a fixed schedule against its
-   reference twin; `adaptive` after a few identical updates of both states; `learned`
-   against a float64 NumPy evaluation of VDM's network formula with the same weights);
+2. the proposal, through the interface every proposal shares: after three identical
+   `update`s of both states (synthetic $w\ell$ values and state-shaped gradients),
+   `proposal.sample(state, u)` against `twin(proposal).sample(twin(state), u)` at
+   stratified $u$: $\lambda(u)$ and $p(\lambda)$;
 3. the weighted loss $\tfrac12\,w/p\cdot\ell$ per example, through the training step's own
-   `batch_losses`, on training examples, with a random probe network predicting the
-   configured target (wrapped in `EpsModel` on the eqx side, re-derived in NumPy on the
-   reference side).
+   `batch_losses`, on training examples, with a random `ProbeNet` predicting the configured
+   target (wrapped in `EpsModel` on the eqx side, re-derived in NumPy on the reference side).
 
 Tolerances (the equivalence suite's float32 bounds with a 5x margin): relative 1e-4 for
 $w$, $p$ and the loss; absolute $10^{-4}\max(1, |\lambda|)$ for $\lambda$. Values too small
@@ -20,8 +24,11 @@ for float32 to hold as normal numbers are skipped.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -32,14 +39,12 @@ from scipy import special
 import eqx_impl as ex
 import reference as ref
 from eqx_impl.data import Dataset
-from eqx_impl.learned import Learned
 from eqx_impl.models.precision import FULL_FLOAT32
-from eqx_impl.proposals import AbstractProposal, AdaptiveProposal, LearnedProposal
+from eqx_impl.proposals import AbstractProposal
 from eqx_impl.train.config import Config
-from eqx_impl.train.registry import build_schedule, build_weighting
 from eqx_impl.train.step import batch_losses
 
-__all__ = ["Check", "PreflightError", "PreflightReport", "check_or_raise", "run_preflight"]
+__all__ = ["Check", "PreflightError", "PreflightReport", "check_or_raise", "run_preflight", "twin"]
 
 RTOL = 1e-4
 LOGSNR_ATOL = 1e-4
@@ -114,43 +119,65 @@ def _stratified(num: int, rng: np.random.Generator) -> np.ndarray:
     return _f64(np.minimum(u, np.nextafter(1.0, 0.0)).astype(np.float32))
 
 
-# --- the probe network, identical in both packages -----------------------------------------
+# --- reference twins ----------------------------------------------------------------------
 
 
-def _probe_params(dim: int, hidden: int, rng: np.random.Generator):
+def _reference_class(obj) -> type | None:
+    """The reference class mirroring `obj`'s: the nearest `eqx_impl` class in its MRO whose
+    name `reference` exports (so a subclass is checked as the class it specialises)."""
+    for cls in type(obj).__mro__:
+        if cls.__module__.startswith("eqx_impl") and inspect.isclass(getattr(ref, cls.__name__, None)):
+            return getattr(ref, cls.__name__)
+    return None
+
+
+def twin(obj) -> Any:
+    """The float64 `reference` twin of an eqx object, built generically from its fields.
+
+    Arrays become float64 NumPy (0-d ones NumPy scalars; integer arrays stay integer); lists and tuples (optax's
+    states among them) are twinned element by element; an `eqx_impl` object becomes its
+    reference class (`_reference_class`) called with its same-named attributes, each
+    twinned (parameters it has no attribute for keep their defaults; `rng`, the reference
+    spelling of `key`, gets a generator whose draws the copied arrays replace), then the
+    object's array fields that are not constructor parameters (trainable weights) are
+    copied onto it.
+
+    **Returns:** the reference object.
+    """
+    if isinstance(obj, jax.Array | np.ndarray):
+        return np.asarray(obj, np.float64 if jnp.issubdtype(obj.dtype, jnp.inexact) else None)[()]
+    cls = _reference_class(obj)
+    if cls is None:
+        if isinstance(obj, list | tuple):
+            return type(obj)(map(twin, obj)) if type(obj) in (list, tuple) else tuple(map(twin, obj))
+        if isinstance(obj, eqx.Module):
+            raise TypeError(f"{type(obj).__name__} has no reference twin: add a class of that name to `reference`.")
+        return obj
+    params = inspect.signature(cls).parameters
+    kwargs = {name: twin(getattr(obj, name)) for name in params if name != "rng" and hasattr(obj, name)}
+    if "rng" in params:
+        kwargs["rng"] = np.random.default_rng(0)
+    out = cls(**kwargs)
+    fields = dataclasses.fields(obj) if dataclasses.is_dataclass(obj) else ()
+    for f in fields:
+        if f.name not in params and eqx.is_inexact_array(getattr(obj, f.name)):
+            setattr(out, f.name, twin(getattr(obj, f.name)))
+    return out
+
+
+def _probe_layers(dim: int, hidden: int, rng: np.random.Generator):
+    """Random `ProbeNet` weights in float32, one tanh hidden layer of `hidden` units."""
     sizes = [dim + 2, hidden, dim]
     return [
-        (rng.normal(size=(m, n)) / math.sqrt(m), 0.1 * rng.normal(size=n))
+        (
+            jnp.asarray(rng.normal(size=(m, n)) / math.sqrt(m), jnp.float32),
+            jnp.asarray(0.1 * rng.normal(size=n), jnp.float32),
+        )
         for m, n in zip(sizes[:-1], sizes[1:], strict=True)
     ]
 
 
-class _ProbeNet(eqx.Module):
-    """A random tanh MLP on flattened data and features of λ (the eqx twin of `_probe_numpy`)."""
-
-    layers: list
-
-    def __call__(self, z, logsnr, *, key=None):
-        del key
-        lam = jnp.asarray(logsnr, z.dtype)
-        h = jnp.concatenate([z.reshape(-1), jnp.stack([jnp.tanh(lam / 10.0), jnp.sin(lam / 4.0)])])
-        for k, (w, b) in enumerate(self.layers):
-            h = h @ w + b
-            if k < len(self.layers) - 1:
-                h = jnp.tanh(h)
-        return h.reshape(z.shape)
-
-
-def _probe_numpy(params, z, logsnr):
-    h = np.concatenate([z.reshape(-1), [np.tanh(logsnr / 10.0), np.sin(logsnr / 4.0)]])
-    for k, (w, b) in enumerate(params):
-        h = h @ w + b
-        if k < len(params) - 1:
-            h = np.tanh(h)
-    return h.reshape(z.shape)
-
-
-def _reference_eps_model(params, target, sigma_data, normalize_input):
+def _reference_eps_model(probe, target, sigma_data, normalize_input):
     """`EpsModel(probe, target, sigma_data, normalize_input)` in float64 NumPy, from the formulas."""
 
     def eps_model(z, logsnr):
@@ -158,37 +185,9 @@ def _reference_eps_model(params, target, sigma_data, normalize_input):
         if normalize_input:
             d = special.expit(-logsnr) + sigma_data**2 * special.expit(logsnr)
             z_in = z / np.sqrt(d)
-        prediction = _probe_numpy(params, z_in, logsnr)
-        return ref.eps_from_prediction(target, prediction, z, logsnr, sigma_data)
+        return ref.eps_from_prediction(target, probe(z_in, logsnr), z, logsnr, sigma_data)
 
     return eps_model
-
-
-# --- the learned schedule in NumPy ---------------------------------------------------------
-
-
-def _learned_reference(schedule: Learned, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r"""$\lambda(t)$ and $p = -1/\lambda'(t)$ of VDM's network in float64, with the analytic
-    derivative $\gamma'(t) = |w_1| + \sum_j |w_{3j}|\,2\,\mathrm{sigmoid}'(h_j)\,|w_{2j}|$."""
-    w1, b1 = abs(float(schedule.l1_weight)), float(schedule.l1_bias)
-    w2, b2 = np.abs(_f64(schedule.l2_weight)), _f64(schedule.l2_bias)
-    w3 = np.abs(_f64(schedule.l3_weight))
-
-    def gamma(t):
-        h = w2 * np.asarray(t)[..., None] + b2
-        return w1 * t + b1 + (2.0 * (special.expit(h) - 0.5)) @ w3, h
-
-    g, h = gamma(t)
-    s = special.expit(h)
-    dg = w1 + (2.0 * s * (1.0 - s) * w2) @ w3
-    if schedule.fixed_endpoints:
-        g0, g1 = gamma(np.float64(0.0))[0], gamma(np.float64(1.0))[0]
-        lo, hi = schedule.init_logsnr_min, schedule.init_logsnr_max
-        logsnr = hi + (g - g0) / (g1 - g0) * (lo - hi)
-        slope = dg / (g1 - g0) * (lo - hi)
-    else:
-        logsnr, slope = -g, -dg
-    return logsnr, -1.0 / slope
 
 
 # --- the check -----------------------------------------------------------------------------
@@ -210,8 +209,8 @@ def _eqx_losses(model, weighting, x, logsnr, eps, density):
 
 
 @eqx.filter_jit
-def _eqx_update(proposal, state, logsnr, values):
-    return proposal.update(state, logsnr, values, None)
+def _eqx_update(proposal, state, logsnr, values, grads):
+    return proposal.update(state, logsnr, values, grads)
 
 
 def _describe_weighting(config: Config) -> str:
@@ -233,10 +232,11 @@ def run_preflight(
     """Compare the configured weighting, proposal and weighted loss with the reference.
 
     `weighting`, `proposal` and `proposal_state` are the eqx objects training will use;
-    the reference objects are built from `config` (a resolved config: the log-SNR range
-    and `sigma_data` filled in). It checks the objective's math, not the network's
-    rounding: it runs at full float32 precision (`jax.default_matmul_precision("highest")`,
-    no TF32, float32 probe network) whatever `train.precision` says.
+    their reference twins are built from them (`twin`); `config` is the resolved config
+    (the log-SNR range and `sigma_data` filled in). It checks the objective's math, not the
+    network's rounding: it runs at full float32 precision
+    (`jax.default_matmul_precision("highest")`, no TF32, float32 probe network) whatever
+    `train.precision` says.
 
     **Returns:** a `PreflightReport` (`.passed`, printable).
     """
@@ -247,66 +247,61 @@ def run_preflight(
 def _run_preflight(config, dataset, weighting, proposal, proposal_state, num_points, seed) -> PreflightReport:
     rng = np.random.default_rng(seed)
     report = PreflightReport(jax.devices()[0].platform, num_points)
-    ref_weighting, check = _check_weighting(config, weighting, rng, num_points)
-    report.checks.append(check)
-    draws, checks = _check_proposal(config, proposal, proposal_state, ref_weighting, rng, num_points)
+    ref_weighting = twin(weighting)
+    report.checks.append(_check_weighting(config, weighting, ref_weighting, rng, num_points))
+    draws, checks = _check_proposal(config, proposal, proposal_state, ref_weighting, rng, num_points, seed)
     report.checks.extend(checks)
     report.checks.append(_check_loss(config, dataset, weighting, ref_weighting, draws, rng))
     return report
 
 
-def _check_weighting(config, weighting, rng, num_points):
-    """1. The weighting on a stratified grid of the interval (endpoints included).
-
-    **Returns:** `(the reference weighting, its Check)`.
-    """
+def _check_weighting(config, weighting, ref_weighting, rng, num_points) -> Check:
+    """1. The weighting on a stratified grid of the interval (endpoints included). **Returns:** the `Check`."""
     o = config.objective
     lo, hi = float(o.logsnr_min), float(o.logsnr_max)
     grid = lo + (hi - lo) * _stratified(num_points, rng)
     grid[0], grid[-1] = lo, hi
     grid = _f64(grid.astype(np.float32))
-    ref_weighting = build_weighting(o.weighting, o.weighting_args, (lo, hi), package="reference")
     w_eqx = _eqx_weighting(weighting, jnp.asarray(grid, jnp.float32))
     where = [f"logsnr={v:.6g}" for v in grid]
-    return ref_weighting, _compare(
-        f"weighting {_describe_weighting(config)}", w_eqx, ref_weighting(grid), rtol=RTOL, where=where
-    )
+    return _compare(f"weighting {_describe_weighting(config)}", w_eqx, ref_weighting(grid), rtol=RTOL, where=where)
 
 
-def _reference_draws(config, proposal, state, ref_weighting, rng, u):
-    """The proposal's state after identical updates on both sides (adaptive), and the
-    reference's `(logsnr, density)` at `u`, or `(logsnr, None)` for a fixed schedule, whose
-    reference density is then taken at the λ eqx drew.
+def _synthetic_grads(state, rng):
+    """A gradient shaped like `state`: float32 standard normals in its inexact arrays."""
 
-    **Returns:** `(eqx state, ref_logsnr, ref_density, ref_schedule or None)`.
-    """
-    if isinstance(proposal, LearnedProposal):
-        return (state, *_learned_reference(state.schedule, u), None)
-    ref_schedule = build_schedule(config, package="reference")
-    if not isinstance(proposal, AdaptiveProposal):
-        return state, ref_schedule.logsnr(u), None, ref_schedule
+    def draw(leaf):
+        return jnp.asarray(rng.standard_normal(leaf.shape), leaf.dtype) if eqx.is_inexact_array(leaf) else leaf
+
+    return jax.tree.map(draw, state)
+
+
+def _updated_states(proposal, state, ref_proposal, ref_weighting, seed, num):
+    """Both states after three identical `update`s with the same synthetic batch of
+    log-SNRs, $w\\ell$ values and gradients (so adaptive and learned proposals are not at
+    their initial values). **Returns:** `(eqx state, reference state)`."""
     lo, hi = proposal.logsnr_range
-    ref_state = ref_schedule.init()
-    for _ in range(3):  # identical synthetic updates so the proposal is not uniform
-        lam = _f64((lo + (hi - lo) * rng.random(len(u))).astype(np.float32))
+    ref_state = twin(state)
+    rng = np.random.default_rng([seed, 1])  # its own stream: the other checks draw as without updates
+    for _ in range(3):
+        lam = _f64((lo + (hi - lo) * rng.random(num)).astype(np.float32))
         values = _f64((ref_weighting(lam) * (1.0 + 63.0 * special.expit(-lam))).astype(np.float32))
-        ref_state = ref_schedule.update(ref_state, lam, values)
-        state = _eqx_update(proposal, state, jnp.asarray(lam, jnp.float32), jnp.asarray(values, jnp.float32))
-    return (state, *ref_schedule.sample(ref_state, u), None)
+        grads = _synthetic_grads(state, rng)
+        ref_state = ref_proposal.update(ref_state, lam, values, twin(grads))
+        state = _eqx_update(proposal, state, jnp.asarray(lam, jnp.float32), jnp.asarray(values, jnp.float32), grads)
+    return state, ref_state
 
 
-def _check_proposal(config, proposal, proposal_state, ref_weighting, rng, num_points):
-    """2. The proposal: λ(u) and p(λ) at stratified u.
+def _check_proposal(config, proposal, proposal_state, ref_weighting, rng, num_points, seed):
+    """2. The proposal: λ(u) and p(λ) at stratified u, after identical updates.
 
     **Returns:** `((logsnr, density, ref_density), [Check, Check])`.
     """
     u = _stratified(num_points, rng)
-    state, ref_logsnr, ref_density, ref_schedule = _reference_draws(
-        config, proposal, proposal_state, ref_weighting, rng, u
-    )
-    logsnr, density = (np.asarray(v, np.float64) for v in _eqx_sample(proposal, state, jnp.asarray(u, jnp.float32)))
-    if ref_density is None:
-        ref_density = ref_schedule.density(logsnr)  # pyright: ignore[reportOptionalMemberAccess]  # a fixed schedule comes with its density None
+    ref_proposal = twin(proposal)
+    state, ref_state = _updated_states(proposal, proposal_state, ref_proposal, ref_weighting, seed, len(u))
+    logsnr, density = (_f64(v) for v in _eqx_sample(proposal, state, jnp.asarray(u, jnp.float32)))
+    ref_logsnr, ref_density = ref_proposal.sample(ref_state, u)
     name, where = config.objective.schedule, [f"u={v:.8g}" for v in u]
     atol = LOGSNR_ATOL * np.maximum(1.0, np.abs(ref_logsnr))
     checks = [
@@ -323,13 +318,11 @@ def _check_loss(config, dataset, weighting, ref_weighting, draws, rng) -> Check:
     x_all = dataset.model_data("train")
     x = np.asarray(x_all[rng.integers(0, len(x_all), len(logsnr))], np.float32)
     eps = rng.standard_normal(x.shape).astype(np.float32)
-    params = _probe_params(math.prod(x.shape[1:]), 32, rng)
-    probe = _ProbeNet([(jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)) for w, b in params])
+    probe = ex.ProbeNet(_probe_layers(math.prod(x.shape[1:]), 32, rng))
     model = ex.EpsModel(probe, o.target, config.model.sigma_data, config.model.normalize_input)
     f32 = [jnp.asarray(v, jnp.float32) for v in (x, logsnr, eps, density)]
     losses = _eqx_losses(model, weighting, *f32)
-    params32 = [(_f64(np.float32(w)), _f64(np.float32(b))) for w, b in params]
-    ref_model = _reference_eps_model(params32, o.target, model.sigma_data, model.normalize_input)
+    ref_model = _reference_eps_model(twin(probe), o.target, model.sigma_data, model.normalize_input)
     ref_losses = np.array(
         [
             ref.weighted_loss(ref_model, _f64(x[i]), logsnr[i], _f64(eps[i]), ref_weighting, ref_density[i])

@@ -1,8 +1,7 @@
 r"""Names → objects: data sets, networks, weightings and proposals (schedules) from a config.
 
-Weightings and schedules are built in either package (`eqx_impl` for training,
-`reference` for the pre-flight comparison) from the same entry, so the two always
-describe the same objective. Names are case-insensitive and `_` reads as `-`.
+Everything is built in `eqx_impl` (the pre-flight builds the `reference` twins of these
+objects itself). Names are case-insensitive and `_` reads as `-`.
 
 - Weightings: `elbo`, `sigmoid`, `edm`, `eps-cosine`, `exponential`, `indi`, `min-snr`;
   `<name>-monotonic` (or `monotonic-<name>`) is `Monotonic(w)` on the objective's interval
@@ -21,14 +20,13 @@ import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import equinox as eqx
 import jax
 import numpy as np
 
 import eqx_impl as ex
-import reference as ref
 from eqx_impl import data as data_lib
 from eqx_impl.models.init import initialise
 from eqx_impl.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN
@@ -52,10 +50,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Entry:
-    """One named object: its `eqx_impl` and `reference` constructors (same arguments)."""
+    """One named object: its `eqx_impl` constructor."""
 
     eqx: Callable[..., Any]
-    reference: Callable[..., Any] | None
     takes_range: bool = False  # accepts logsnr_min / logsnr_max
 
     def accepted(self) -> tuple[str, ...]:
@@ -65,24 +62,24 @@ class Entry:
 
 
 WEIGHTINGS: dict[str, Entry] = {
-    "elbo": Entry(ex.ELBO, ref.ELBO),
-    "sigmoid": Entry(ex.Sigmoid, ref.Sigmoid),
-    "edm": Entry(ex.EDM, ref.EDM),
-    "eps-cosine": Entry(ex.EpsCosine, ref.EpsCosine),
-    "exponential": Entry(ex.Exponential, ref.Exponential),
-    "indi": Entry(ex.InDI, ref.InDI),
-    "min-snr": Entry(ex.MinSNR, ref.MinSNR),
+    "elbo": Entry(ex.ELBO),
+    "sigmoid": Entry(ex.Sigmoid),
+    "edm": Entry(ex.EDM),
+    "eps-cosine": Entry(ex.EpsCosine),
+    "exponential": Entry(ex.Exponential),
+    "indi": Entry(ex.InDI),
+    "min-snr": Entry(ex.MinSNR),
 }
 
 SCHEDULES: dict[str, Entry] = {
-    "linear": Entry(ex.LinearLogSNR, ref.LinearLogSNR, takes_range=True),
-    "cosine": Entry(ex.Cosine, ref.Cosine, takes_range=True),
-    "cosine-interpolated": Entry(ex.CosineInterpolated, ref.CosineInterpolated, takes_range=True),
-    "ddpm-linear": Entry(ex.DDPMLinear, ref.DDPMLinear),
-    "edm-lognormal": Entry(ex.EDMLogNormal, ref.EDMLogNormal, takes_range=True),
-    "flow-ot": Entry(ex.FlowOT, ref.FlowOT, takes_range=True),
-    "adaptive": Entry(ex.Adaptive, ref.Adaptive, takes_range=True),
-    "learned": Entry(ex.Learned, None, takes_range=True),
+    "linear": Entry(ex.LinearLogSNR, takes_range=True),
+    "cosine": Entry(ex.Cosine, takes_range=True),
+    "cosine-interpolated": Entry(ex.CosineInterpolated, takes_range=True),
+    "ddpm-linear": Entry(ex.DDPMLinear),
+    "edm-lognormal": Entry(ex.EDMLogNormal, takes_range=True),
+    "flow-ot": Entry(ex.FlowOT, takes_range=True),
+    "adaptive": Entry(ex.Adaptive, takes_range=True),
+    "learned": Entry(ex.Learned, takes_range=True),
 }
 
 MODELS = ("mlp", "unet")
@@ -133,13 +130,12 @@ def build_weighting(
     args: Mapping[str, Any],
     logsnr_range: tuple[float, float],
     *,
-    package: str = "eqx",
     where: str = "objective.weighting",
 ):
-    """The weighting `name` with arguments `args`, as an `eqx_impl` (`package="eqx"`) or
-    `reference` object. `logsnr_range` is the interval `Monotonic` maximises over.
+    """The weighting `name` with arguments `args`; `logsnr_range` is the interval
+    `Monotonic` maximises over.
 
-    **Returns:** an `AbstractWeighting` of the chosen package.
+    **Returns:** an `eqx_impl` `AbstractWeighting`.
     """
     name = normalize_name(name)
     args = dict(args)
@@ -151,14 +147,14 @@ def build_weighting(
                 "(e.g. shift = 2 log(64/d) for the shifted cosine of simple diffusion)."
             )
         shift = args.pop("shift")
-        w = build_weighting(inner, args, logsnr_range, package=package, where=where)
-        shifted = ex.Shifted if package == "eqx" else ref.Shifted
+        w = build_weighting(inner, args, logsnr_range, where=where)
+        # (pyright takes the AbstractVar `kinks`, a property of Shifted, for a constructor field)
+        shifted = cast(Callable[..., Any], ex.Shifted)
         return _construct(lambda **kw: shifted(w, **kw), {"shift": shift}, where, name)
     inner = _split_modifier(name, "monotonic")
     if inner is not None:
-        w = build_weighting(inner, args, logsnr_range, package=package, where=where)
-        monotonic = ex.Monotonic if package == "eqx" else ref.Monotonic
-        return monotonic(w, *logsnr_range)
+        w = build_weighting(inner, args, logsnr_range, where=where)
+        return ex.Monotonic(w, *logsnr_range)
     if name not in WEIGHTINGS:
         raise ConfigError(
             f"{where}: unknown weighting {name!r}; known: {_known(WEIGHTINGS)} "
@@ -166,8 +162,7 @@ def build_weighting(
         )
     entry = WEIGHTINGS[name]
     kwargs = _kwargs(entry, args, where, f"weighting {name!r}")
-    factory = entry.eqx if package == "eqx" else entry.reference
-    return _construct(factory, kwargs, where, f"weighting {name!r}")
+    return _construct(entry.eqx, kwargs, where, f"weighting {name!r}")
 
 
 # --- schedules -----------------------------------------------------------------------------
@@ -192,7 +187,7 @@ def schedule_range(config: Config) -> tuple[float, float]:
         hi = DEFAULT_LOGSNR_MAX if o.logsnr_max is None else o.logsnr_max
         return float(lo), float(hi)
     kwargs = _kwargs(entry, o.schedule_args, "objective.schedule_args", f"schedule {name!r}")
-    schedule = _construct(entry.reference, kwargs, "objective.schedule_args", name)
+    schedule = _construct(entry.eqx, kwargs, "objective.schedule_args", name)
     lo, hi = float(schedule.logsnr_min), float(schedule.logsnr_max)
     for key, configured, own in (("logsnr_min", o.logsnr_min, lo), ("logsnr_max", o.logsnr_max, hi)):
         if configured is not None and not math.isclose(configured, own, rel_tol=1e-9, abs_tol=1e-9):
@@ -204,10 +199,10 @@ def schedule_range(config: Config) -> tuple[float, float]:
     return lo, hi
 
 
-def build_schedule(config: Config, *, package: str = "eqx", key=None):
+def build_schedule(config: Config, *, key=None):
     """The configured proposal: a schedule, `Adaptive` or `Learned` (`key` initialises it).
 
-    **Returns:** the object of the chosen package (`reference` has no `Learned`).
+    **Returns:** the `eqx_impl` object.
     """
     o = config.objective
     name = normalize_name(o.schedule)
@@ -223,15 +218,11 @@ def build_schedule(config: Config, *, package: str = "eqx", key=None):
             "it (VDM trains them on the full bound); keep fixed_endpoints: true and set the "
             "interval with objective.logsnr_min / logsnr_max."
         )
-    if package == "eqx":
-        if name == "learned":
-            if key is None:
-                raise ValueError("build_schedule: the learned schedule needs key=.")
-            kwargs["key"] = key
-        return _construct(entry.eqx, kwargs, "objective.schedule_args", f"schedule {name!r}")
-    if entry.reference is None:
-        raise ConfigError(f"schedule {name!r} has no reference (NumPy) counterpart.")
-    return _construct(entry.reference, kwargs, "objective.schedule_args", f"schedule {name!r}")
+    if name == "learned":
+        if key is None:
+            raise ValueError("build_schedule: the learned schedule needs key=.")
+        kwargs["key"] = key
+    return _construct(entry.eqx, kwargs, "objective.schedule_args", f"schedule {name!r}")
 
 
 # --- data and models -----------------------------------------------------------------------
@@ -311,7 +302,9 @@ def build_model(config: Config, shape: tuple[int, ...], sigma_data: float, *, ke
             )
         kwargs = _network_args(ex.UNet, m.args, {"in_channels"}, name)
         net = _construct(
-            lambda **kw: initialise(lambda k: ex.UNet(shape[0], key=k, **kw), key, zero=_zero_output(kw, lambda n: n.conv_out)),
+            lambda **kw: initialise(
+                lambda k: ex.UNet(shape[0], key=k, **kw), key, zero=_zero_output(kw, lambda n: n.conv_out)
+            ),
             kwargs,
             "model.args",
             "unet",
@@ -373,9 +366,9 @@ def resolve(config: Config, dataset: data_lib.Dataset | None = None) -> Config:
     model = dataclasses.replace(config.model, sigma_data=sigma_data)
     resolved = dataclasses.replace(config, objective=objective, model=model)
     build_weighting(objective.weighting, objective.weighting_args, (lo, hi))
-    if SCHEDULES[normalize_name(config.objective.schedule)].reference is not None:
-        build_schedule(resolved, package="reference")  # the same checks, in NumPy
-    else:  # shapes only: checks the arguments without computing (or compiling) anything
+    if normalize_name(config.objective.schedule) != "learned":
+        build_schedule(resolved)  # the constructors check their arguments (`_checks`)
+    else:  # shapes only: checks the arguments without drawing (or compiling) anything
         try:
             eqx.filter_eval_shape(lambda k: build_schedule(resolved, key=k), jax.random.key(0))
         except ConfigError as err:  # drop JAX's note about filtered tracebacks
