@@ -6,13 +6,15 @@
    with its Bayes-optimal denoiser at batch 10,000. Both packages run the same sampler on
    the whole batch (deterministic Heun and the mixture's methods broadcast over leading
    axes): the reference in float64 NumPy, eqx in float32 under one `jit`. The time of
-   `jax.vmap` over the per-example sampler is printed too (the mixture's methods vmap over
-   the batch internally, so both routes compile to the same loops).
+   `jax.vmap` over the per-example sampler is printed too (the mixture's methods are written
+   per example and broadcast over the batch, so both routes compile to the same loops).
 
 Prints median wall times over repeats and the throughput ratio eqx/reference. The target
 (issue: eqx >= 50x the reference on the CPU for sampling) is reported, not asserted.
 
-    python benchmarks/eqx_vs_reference.py [--repeats 5]
+    python benchmarks/eqx_vs_reference.py [--repeats 5] [--tuning]
+
+`--tuning` also times the Heun sampler with each rewrite of `eqx_impl/_xla_cpu.py` switched off.
 """
 
 from __future__ import annotations
@@ -140,9 +142,40 @@ def bench_heun(repeats: int, batch: int = 10_000, steps: int = 18) -> tuple[floa
     return t_ref, t_eqx
 
 
+def bench_tuning(repeats: int, batch: int = 10_000, steps: int = 18) -> None:
+    """The Heun sampler of `bench_heun` with each rewrite of `eqx_impl._xla_cpu` switched off
+    (short-axis sums and maxima as `jnp.sum`/`jnp.max`; logits not stored), timed alternately."""
+    from eqx_impl import _xla_cpu
+
+    weights, means, stds = gmm_parameters()
+    gmm = E.GaussianMixture(*(jnp.asarray(a, jnp.float32) for a in (weights, means, stds)))
+    sigmas32 = jnp.asarray(R.edm_sigmas(steps), jnp.float32)
+    x32 = jnp.asarray(np.random.default_rng(1).normal(size=(batch, 2)) * 80.0, jnp.float32)
+    short_axis, stored = _xla_cpu.SHORT_AXIS, _xla_cpu.stored
+    plain = lambda keep, fn, *args: fn(*args)  # noqa: E731
+    variants = {"both (the library)": (short_axis, stored), "pairwise only": (short_axis, plain)}
+    variants |= {"stored logits only": (0, stored), "neither (plain jnp)": (0, plain)}
+    compiled = {}
+    for name, (short, store) in variants.items():
+        _xla_cpu.SHORT_AXIS, _xla_cpu.stored = short, store
+        sample = jax.jit(lambda x: E.heun_sampler(E.denoiser_from_eps(gmm.eps), x, sigmas32))
+        compiled[name] = sample.lower(x32).compile()
+    _xla_cpu.SHORT_AXIS, _xla_cpu.stored = short_axis, stored
+    times = {name: [] for name in compiled}
+    for _ in range(repeats):
+        for name, fn in compiled.items():
+            start = time.perf_counter()
+            fn(x32).block_until_ready()
+            times[name].append(time.perf_counter() - start)
+    base = float(np.median(times["both (the library)"]))
+    for name, t in times.items():
+        print(f"  {name:<22} {np.median(t):.5f} s  ({np.median(t) / base:.1f}x the library's time)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tuning", action="store_true", help="also time Heun without eqx_impl._xla_cpu's rewrites")
     args = parser.parse_args()
     print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), repeats {args.repeats}")
     rows = []
@@ -153,6 +186,9 @@ def main() -> None:
     print(f"\n{'benchmark':<32} {'reference s':>12} {'eqx s':>10} {'eqx/ref throughput':>20}")
     for name, t_ref, t_eqx in rows:
         print(f"{name:<32} {t_ref:>12.4f} {t_eqx:>10.5f} {t_ref / t_eqx:>19.1f}x")
+    if args.tuning:
+        print("\n18-step Heun (batch 10,000) without the XLA:CPU rewrites of eqx_impl/_xla_cpu.py:")
+        bench_tuning(args.repeats)
 
 
 if __name__ == "__main__":
