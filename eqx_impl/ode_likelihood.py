@@ -85,6 +85,68 @@ def _directions(probes, x: Array) -> tuple[Array, float]:
     return probes.reshape(probes.shape[0], d), 1.0 / probes.shape[0]
 
 
+def _trace_drift(denoiser, shape: tuple[int, ...], directions: Array, scale: float) -> Callable:
+    r"""The right-hand side $f(s, x) = (x - D(x; e^s),\; d - \widehat{\operatorname{tr}}J_D)$ on
+    the flattened state, with $\widehat{\operatorname{tr}}J_D$ = `scale` $\cdot\sum_m v_m^\top J_D v_m$
+    over the rows $v_m$ of `directions` (one linearisation, then one JVP per direction).
+
+    **Returns:** `f(s, xf) -> (dx/ds, dΔ/ds)`.
+    """
+    d = math.prod(shape)
+
+    def f(s, xf):
+        sigma = jnp.exp(s)
+        denoised, jvp = jax.linearize(lambda y: denoiser(y.reshape(shape), sigma).reshape(-1), xf)
+        quad = jnp.sum(directions * jax.vmap(jvp)(directions))  # Σ_m v_mᵀ J v_m
+        return xf - denoised, d - scale * quad
+
+    return f
+
+
+def _solver_step(f: Callable, solver: str) -> Callable:
+    r"""One fixed step $s \to s'$, $h = s' - s$, of the state $(x, \Delta)$ for `lax.scan`:
+    Heun $y + \tfrac h2(k_1 + k_2)$, or RK4 $y + \tfrac h6(k_1 + 2k_2 + 2k_3 + k_4)$.
+
+    **Returns:** `step((xf, delta), (s, s_next)) -> ((xf, delta), None)`.
+    """
+
+    def step(carry, ends):
+        xf, delta = carry
+        s, s_next = ends
+        h = s_next - s
+        k1, g1 = f(s, xf)
+        if solver == "heun":
+            k2, g2 = f(s_next, xf + h * k1)
+            return (xf + 0.5 * h * (k1 + k2), delta + 0.5 * h * (g1 + g2)), None
+        mid = s + 0.5 * h
+        k2, g2 = f(mid, xf + 0.5 * h * k1)
+        k3, g3 = f(mid, xf + 0.5 * h * k2)
+        k4, g4 = f(s_next, xf + h * k3)
+        xf = xf + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        return (xf, delta + (h / 6.0) * (g1 + 2.0 * g2 + 2.0 * g3 + g4)), None
+
+    return step
+
+
+def _log_sigma_grid(lo: float, hi: float, n: int, dtype) -> Array:
+    r"""$s_i = \ln\sigma_{\min} + \tfrac iN\ln(\sigma_{\max}/\sigma_{\min})$, $i = 0..N$, computed in float64.
+
+    **Returns:** shape `(n + 1,)` in `dtype`.
+    """
+    log_lo, log_hi = math.log(lo), math.log(hi)
+    grid = log_lo + (log_hi - log_lo) * (np.arange(n + 1, dtype=np.float64) / n)
+    return jnp.asarray(grid, dtype)
+
+
+def _prior_log_prob(xf: Array, hi: float, dtype) -> Array:
+    r"""$\ln\mathcal N(x; 0, \sigma_{\max}^2 I) = -\tfrac12(\|x\|^2/\sigma_{\max}^2 + d(\ln 2\pi + 2\ln\sigma_{\max}))$.
+
+    **Returns:** a scalar in `dtype`.
+    """
+    hi_ = jnp.asarray(hi, dtype)
+    return -0.5 * (jnp.sum(xf**2) / hi_**2 + xf.size * (_LOG_2PI + 2.0 * jnp.log(hi_)))
+
+
 def ode_likelihood(
     denoiser: Callable[[Data, Scalar], Data],
     x: Float[ArrayLike, "*dims"],
@@ -118,39 +180,12 @@ def ode_likelihood(
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}.")
     directions, scale = _directions(probes, x)
-    shape, d, dtype = x.shape, x.size, x.dtype
-
-    def f(s, xf):
-        r"""$(x - D,\; d - \widehat{\operatorname{tr}}J_D)$ on the flattened state."""
-        sigma = jnp.exp(s)
-        denoised, jvp = jax.linearize(lambda y: denoiser(y.reshape(shape), sigma).reshape(-1), xf)
-        quad = jnp.sum(directions * jax.vmap(jvp)(directions))  # Σ_m v_mᵀ J v_m
-        return xf - denoised, d - scale * quad
-
-    log_lo, log_hi = math.log(lo), math.log(hi)
-    grid = log_lo + (log_hi - log_lo) * (np.arange(n + 1, dtype=np.float64) / n)
-    grid = jnp.asarray(grid, dtype)
-
-    def step(carry, ends):
-        xf, delta = carry
-        s, s_next = ends
-        h = s_next - s
-        k1, g1 = f(s, xf)
-        if solver == "heun":
-            k2, g2 = f(s_next, xf + h * k1)
-            return (xf + 0.5 * h * (k1 + k2), delta + 0.5 * h * (g1 + g2)), None
-        mid = s + 0.5 * h
-        k2, g2 = f(mid, xf + 0.5 * h * k1)
-        k3, g3 = f(mid, xf + 0.5 * h * k2)
-        k4, g4 = f(s_next, xf + h * k3)
-        xf = xf + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        return (xf, delta + (h / 6.0) * (g1 + 2.0 * g2 + 2.0 * g3 + g4)), None
-
-    init = (x.reshape(-1), jnp.zeros((), dtype))
+    step = _solver_step(_trace_drift(denoiser, x.shape, directions, scale), solver)
+    grid = _log_sigma_grid(lo, hi, n, x.dtype)
+    init = (x.reshape(-1), jnp.zeros((), x.dtype))
     (xf, delta), _ = lax.scan(step, init, (grid[:-1], grid[1:]))
-    hi_ = jnp.asarray(hi, dtype)
-    prior = -0.5 * (jnp.sum(xf**2) / hi_**2 + d * (_LOG_2PI + 2.0 * jnp.log(hi_)))
-    return ODELikelihood(prior + delta, prior, delta, xf.reshape(shape))
+    prior = _prior_log_prob(xf, hi, x.dtype)
+    return ODELikelihood(prior + delta, prior, delta, xf.reshape(x.shape))
 
 
 def dequantize(x: Real[ArrayLike, "*dims"], u: Float[ArrayLike, "*dims"], num_levels: int) -> Float[Array, "*dims"]:
