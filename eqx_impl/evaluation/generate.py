@@ -285,6 +285,51 @@ def _stepped_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn, l
     return (x - sigma * model(x, levels[-1])) / alpha
 
 
+def _check_sizes(num, shape, batch_size, sigma_data) -> tuple[int, tuple[int, ...], int, float]:
+    r"""`generate`'s sizes checked: `num >= 1` samples, `batch_size`, and $\sigma_{\mathrm{data}} \ge 0$.
+
+    **Returns:** `(num, shape, batch_size, sigma_data)` as Python ints, a tuple and a float.
+    """
+    if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 1:
+        raise ValueError(f"num must be a positive integer, got {num!r}.")
+    shape = tuple(int(s) for s in shape)
+    batch_size = check_batch_size(batch_size)
+    sigma_data = float(sigma_data)
+    if not math.isfinite(sigma_data) or sigma_data < 0:
+        raise ValueError(f"sigma_data must be a finite number >= 0, got {sigma_data}.")
+    return int(num), shape, batch_size, sigma_data
+
+
+def _levels(sampler: str, steps: int, **kwargs) -> tuple[float, ...]:
+    """`sampler_steps(sampler, steps, **kwargs)` as a static tuple of floats, the VP samplers'
+    log-SNRs checked to increase.
+
+    **Returns:** `steps + 1` floats.
+    """
+    levels = sampler_steps(sampler, steps, **kwargs)
+    if sampler not in _EDM_SAMPLERS and not np.all(np.diff(np.asarray(levels)) > 0):
+        raise ValueError("the log-SNR steps must increase; is the schedule decreasing in t?")
+    return tuple(float(v) for v in np.asarray(levels))
+
+
+def _check_labels(labels, num: int, guidance: float | None) -> np.ndarray | None:
+    """The class of each sample checked: `num` integers, or `None` (then no `guidance` either).
+
+    **Returns:** `labels` as a NumPy array, or `None`.
+    """
+    if labels is None:
+        if guidance is not None:
+            raise ValueError(
+                "guidance needs labels: classifier-free guidance steers a class-conditional model "
+                "towards the classes in labels; pass labels=, or leave guidance=None."
+            )
+        return None
+    labels = np.asarray(labels)
+    if labels.shape != (num,) or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be {num} integers (one class per sample), got {labels.dtype} {labels.shape}.")
+    return labels
+
+
 def generate(
     eps_model,
     num: int,
@@ -323,35 +368,18 @@ def generate(
     **Returns:** a float32 NumPy array `(num, *shape)` in model (data) space.
     """
     _check_sampler(sampler)
-    if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 1:
-        raise ValueError(f"num must be a positive integer, got {num!r}.")
-    shape = tuple(int(s) for s in shape)
-    batch_size = check_batch_size(batch_size)
-    sigma_data = float(sigma_data)
-    if not math.isfinite(sigma_data) or sigma_data < 0:
-        raise ValueError(f"sigma_data must be a finite number >= 0, got {sigma_data}.")
-    levels = sampler_steps(sampler, steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, schedule=schedule)
-    if sampler not in _EDM_SAMPLERS and not np.all(np.diff(np.asarray(levels)) > 0):
-        raise ValueError("the log-SNR steps must increase; is the schedule decreasing in t?")
+    num, shape, batch_size, sigma_data = _check_sizes(num, shape, batch_size, sigma_data)
+    levels = _levels(sampler, steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, schedule=schedule)
     churn = (float(S_churn), float(S_min), float(S_max), float(S_noise))
-    keys = jax.random.split(key, int(num))
-
-    levels = tuple(float(v) for v in np.asarray(levels))
+    keys = jax.random.split(key, num)
     sample_batch = _stepped_batch if unroll else _sample_batch
+    labels = _check_labels(labels, num, guidance)
     if labels is None:
-        if guidance is not None:
-            raise ValueError(
-                "guidance needs labels: classifier-free guidance steers a class-conditional model "
-                "towards the classes in labels; pass labels=, or leave guidance=None."
-            )
 
         def run(keys, _index):
             return sample_batch(eps_model, keys, levels, shape, sampler, sigma_data, churn)
 
         return map_batches(run, (keys,), batch_size=batch_size, progress=progress, desc=sampler)
-    labels = np.asarray(labels)
-    if labels.shape != (int(num),) or labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be {num} integers (one class per sample), got {labels.dtype} {labels.shape}.")
     guided = GuidedEps(eps_model, 1.0 if guidance is None else float(guidance))
 
     def run_labelled(keys, labels, _index):
