@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
-from eqx_impl._typing import PRNGKeyArray
+from eqx_impl._typing import Array, PRNGKeyArray
 from eqx_impl.evaluation.estimate import Estimate, estimate, map_batches
 from eqx_impl.losses import eps_loss
 
@@ -181,6 +181,50 @@ class LossProfile:
         return out
 
 
+def _check_inputs(data: npt.ArrayLike, logsnr_min: float, logsnr_max: float, num_logsnr: int) -> np.ndarray:
+    r"""`loss_profile`'s inputs checked: finite $\lambda_{\min} < \lambda_{\max}$, a grid of at least
+    3 points, and real-valued data `(N, *dims)`.
+
+    **Returns:** `data` as a NumPy array.
+    """
+    if not (math.isfinite(logsnr_min) and math.isfinite(logsnr_max) and logsnr_min < logsnr_max):
+        raise ValueError(
+            f"need finite logsnr_min < logsnr_max (the training interval), got [{logsnr_min}, {logsnr_max}]."
+        )
+    if isinstance(num_logsnr, bool) or not isinstance(num_logsnr, int | np.integer) or num_logsnr < 3:
+        raise ValueError(f"num_logsnr must be an integer >= 3 (grid points for the quadrature), got {num_logsnr!r}.")
+    data = np.asarray(data)
+    if data.ndim < 2:
+        raise ValueError(f"data must have shape (N, *dims) with N examples, got {data.shape}.")
+    if not np.issubdtype(data.dtype, np.floating):
+        raise ValueError(
+            f"data must hold the model's real values (Dataset.model_data), got dtype {data.dtype}; "
+            "integer levels go through levels_to_unit first."
+        )
+    return data
+
+
+def _example_losses(
+    eps_model, data: np.ndarray, key: PRNGKeyArray, logsnr: Array, batch_size: int, progress: bool
+) -> np.ndarray:
+    r"""$\|\epsilon - \hat\epsilon\|^2$ of every example at every grid point $\lambda_k$ of `logsnr`
+    (`_level_losses`, one compiled call per batch and grid point), checked finite.
+
+    **Returns:** float64 `(N, K)`.
+    """
+
+    def run(x, index):
+        levels = [_level_losses(eps_model, x, index, key, logsnr[k], jnp.int32(k)) for k in range(len(logsnr))]
+        return jnp.stack(levels, axis=1)
+
+    losses = np.asarray(
+        map_batches(run, (data,), batch_size=batch_size, progress=progress, desc="loss profile"), np.float64
+    )
+    if not np.all(np.isfinite(losses)):
+        raise ValueError("the model's loss is not finite at some noise level; check the checkpoint.")
+    return losses
+
+
 def loss_profile(
     eps_model,
     data: npt.ArrayLike,
@@ -203,32 +247,10 @@ def loss_profile(
 
     **Returns:** a `LossProfile`.
     """
-    if not (math.isfinite(logsnr_min) and math.isfinite(logsnr_max) and logsnr_min < logsnr_max):
-        raise ValueError(
-            f"need finite logsnr_min < logsnr_max (the training interval), got [{logsnr_min}, {logsnr_max}]."
-        )
-    if isinstance(num_logsnr, bool) or not isinstance(num_logsnr, int | np.integer) or num_logsnr < 3:
-        raise ValueError(f"num_logsnr must be an integer >= 3 (grid points for the quadrature), got {num_logsnr!r}.")
-    data = np.asarray(data)
-    if data.ndim < 2:
-        raise ValueError(f"data must have shape (N, *dims) with N examples, got {data.shape}.")
-    if not np.issubdtype(data.dtype, np.floating):
-        raise ValueError(
-            f"data must hold the model's real values (Dataset.model_data), got dtype {data.dtype}; "
-            "integer levels go through levels_to_unit first."
-        )
+    data = _check_inputs(data, logsnr_min, logsnr_max, num_logsnr)
     grid64 = np.linspace(float(logsnr_min), float(logsnr_max), int(num_logsnr))
     logsnr = jnp.asarray(grid64, data.dtype)
-
-    def run(x, index):
-        levels = [_level_losses(eps_model, x, index, key, logsnr[k], jnp.int32(k)) for k in range(len(grid64))]
-        return jnp.stack(levels, axis=1)
-
-    losses = np.asarray(
-        map_batches(run, (data,), batch_size=batch_size, progress=progress, desc="loss profile"), np.float64
-    )
-    if not np.all(np.isfinite(losses)):
-        raise ValueError("the model's loss is not finite at some noise level; check the checkpoint.")
+    losses = _example_losses(eps_model, data, key, logsnr, batch_size, progress)
     grid = np.asarray(logsnr, np.float64)  # the levels the model saw (in its dtype)
     mean = losses.mean(axis=0)
     se = losses.std(axis=0, ddof=1) / math.sqrt(len(losses)) if len(losses) > 1 else np.full_like(mean, np.nan)
@@ -248,6 +270,61 @@ def loss_profile(
     )
 
 
+def _plot_integrand(ax, profile: LossProfile, title: str | None) -> None:
+    r"""Top panel: the ELBO integrand $\tfrac12\ell/(D\ln2)$ with a 95% band, and with a weighting
+    the objective's $\tfrac12 w\ell$ on a second axis; the legend gives their areas (bits/dim)."""
+    lam = profile.logsnr
+    y, band = profile.elbo_integrand_bpd, 1.96 * 0.5 * profile.loss_stderr * profile._bits
+    d = profile.diffusion_bpd
+    ax.plot(
+        lam,
+        y,
+        color="C0",
+        lw=1.4,
+        label=rf"ELBO: $\frac{{1}}{{2}}\ell(\lambda)$, area {d.mean:.4g} ± {d.stderr:.2g} bits/dim",
+    )
+    ax.fill_between(lam, y - band, y + band, color="C0", alpha=0.25, lw=0, label="95% interval")
+    wb = profile.weighted_bpd
+    if wb is not None:  # with a weighting
+        ax2 = ax.twinx()
+        ax2.plot(lam, profile.weighted_integrand_bpd, color="C1", lw=1.2, ls="--")
+        ax2.set_ylabel(r"$\frac{1}{2}w\ell$ (bits/dim per unit $\lambda$)", color="C1")
+        ax.plot(
+            [],
+            [],
+            color="C1",
+            ls="--",
+            label=rf"objective: $\frac{{1}}{{2}}w\ell$, area {wb.mean:.4g} ± {wb.stderr:.2g} bits/dim",
+        )
+    ax.set_ylabel(r"$-d\,\mathrm{ELBO}/d\lambda$ (bits/dim per unit $\lambda$)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or f"loss per noise level ({profile.num_examples} test examples)", fontsize=10)
+
+
+def _plot_densities(ax, profile: LossProfile, weighting_name: str | None) -> None:
+    r"""Bottom panel: the densities $\ell/\!\int\ell$ and, with a weighting, $w\ell/\!\int w\ell$
+    and $w/\!\int w$ over $\lambda$, with vertical lines at the medians."""
+    lam = profile.logsnr
+    ax.plot(lam, profile.density("elbo"), color="C0", lw=1.4, label=r"ELBO $\ell/\!\int\ell$")
+    if profile.weighting is not None:
+        name = weighting_name or "w"
+        ax.plot(
+            lam,
+            profile.density("weighted"),
+            color="C1",
+            lw=1.4,
+            ls="--",
+            label=rf"objective $w\ell/\!\int w\ell$ ({name})",
+        )
+        ax.plot(lam, profile.density("weighting"), color="0.5", lw=1.0, ls=":", label=r"weighting $w/\!\int w$")
+    for which, color in (("elbo", "C0"), ("weighted", "C1")):
+        if which == "elbo" or profile.weighting is not None:
+            ax.axvline(profile.median_logsnr(which), color=color, lw=0.8, alpha=0.6)
+    ax.set_xlabel(r"log-SNR $\lambda$ (noisier $\leftarrow$ $\rightarrow$ cleaner); vertical lines: medians")
+    ax.set_ylabel(r"density over $\lambda$")
+    ax.legend(fontsize=8)
+
+
 def plot_loss_profile(
     profile: LossProfile, path: str | Path, *, weighting_name: str | None = None, title: str | None = None
 ) -> Path:
@@ -264,53 +341,11 @@ def plot_loss_profile(
 
     from eqx_impl.train.files import atomic_write_bytes
 
-    lam = profile.logsnr
     fig = Figure(figsize=(6.4, 6.0), dpi=120)
     FigureCanvasAgg(fig)
     top, bottom = fig.subplots(2, 1, sharex=True)
-    y, band = profile.elbo_integrand_bpd, 1.96 * 0.5 * profile.loss_stderr * profile._bits
-    d = profile.diffusion_bpd
-    top.plot(
-        lam,
-        y,
-        color="C0",
-        lw=1.4,
-        label=rf"ELBO: $\frac{{1}}{{2}}\ell(\lambda)$, area {d.mean:.4g} ± {d.stderr:.2g} bits/dim",
-    )
-    top.fill_between(lam, y - band, y + band, color="C0", alpha=0.25, lw=0, label="95% interval")
-    wb = profile.weighted_bpd
-    if wb is not None:  # with a weighting
-        ax2 = top.twinx()
-        ax2.plot(lam, profile.weighted_integrand_bpd, color="C1", lw=1.2, ls="--")
-        ax2.set_ylabel(r"$\frac{1}{2}w\ell$ (bits/dim per unit $\lambda$)", color="C1")
-        top.plot(
-            [],
-            [],
-            color="C1",
-            ls="--",
-            label=rf"objective: $\frac{{1}}{{2}}w\ell$, area {wb.mean:.4g} ± {wb.stderr:.2g} bits/dim",
-        )
-    top.set_ylabel(r"$-d\,\mathrm{ELBO}/d\lambda$ (bits/dim per unit $\lambda$)")
-    top.legend(fontsize=8, loc="upper left")
-    top.set_title(title or f"loss per noise level ({profile.num_examples} test examples)", fontsize=10)
-    bottom.plot(lam, profile.density("elbo"), color="C0", lw=1.4, label=r"ELBO $\ell/\!\int\ell$")
-    if profile.weighting is not None:
-        name = weighting_name or "w"
-        bottom.plot(
-            lam,
-            profile.density("weighted"),
-            color="C1",
-            lw=1.4,
-            ls="--",
-            label=rf"objective $w\ell/\!\int w\ell$ ({name})",
-        )
-        bottom.plot(lam, profile.density("weighting"), color="0.5", lw=1.0, ls=":", label=r"weighting $w/\!\int w$")
-    for which, color in (("elbo", "C0"), ("weighted", "C1")):
-        if which == "elbo" or profile.weighting is not None:
-            bottom.axvline(profile.median_logsnr(which), color=color, lw=0.8, alpha=0.6)
-    bottom.set_xlabel(r"log-SNR $\lambda$ (noisier $\leftarrow$ $\rightarrow$ cleaner); vertical lines: medians")
-    bottom.set_ylabel(r"density over $\lambda$")
-    bottom.legend(fontsize=8)
+    _plot_integrand(top, profile, title)
+    _plot_densities(bottom, profile, weighting_name)
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
