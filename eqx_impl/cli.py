@@ -70,7 +70,15 @@ def parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
     )
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train_parser(sub)
+    _add_sample_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_plot_parser(sub)
+    return top
 
+
+def _add_train_parser(sub) -> None:
+    """`train`: the config, its overrides, the run directory and the session's switches."""
     p = sub.add_parser(
         "train",
         help="train a model from a config",
@@ -98,6 +106,11 @@ def parser() -> argparse.ArgumentParser:
         help="train at most STEPS more steps in this session (counted from the step it resumes at), "
         "then stop with a checkpoint; run the command again to go on",
     )
+    _add_multi_host(p)
+
+
+def _add_multi_host(p: argparse.ArgumentParser) -> None:
+    """`train`'s multi-host group: `--coordinator`, `--num-processes`, `--process-id`."""
     g = p.add_argument_group(
         "multi-host data parallelism",
         "run the same command in every process, with train.data_parallel=true and its own "
@@ -107,6 +120,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--num-processes", type=int, metavar="N", help="number of processes (hosts)")
     g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1 (0 writes the run)")
 
+
+def _add_sample_parser(sub) -> None:
+    """`sample`: the run, how many samples, the sampler and its steps, the outputs, the class."""
     p = sub.add_parser(
         "sample",
         help="draw samples from a trained run",
@@ -134,6 +150,9 @@ def parser() -> argparse.ArgumentParser:
         help="classifier-free guidance scale with --class (1: conditional, 0: unconditional; default: eval.guidance)",
     )
 
+
+def _add_evaluate_parser(sub) -> None:
+    """`evaluate`: the run, the metrics, `eval.*` overrides and the JSON output."""
     p = sub.add_parser(
         "evaluate",
         help="evaluate a trained run",
@@ -145,6 +164,9 @@ def parser() -> argparse.ArgumentParser:
     _add_overrides(p, "eval.* settings of the run's config", "eval.num_samples=500 eval.sampling_steps=64")
     p.add_argument("--out", type=Path, help="JSON path (default: RUN_DIR/evaluation.json)")
 
+
+def _add_plot_parser(sub) -> None:
+    """`plot`: the run directory and where to write its PNGs."""
     p = sub.add_parser(
         "plot",
         help="plot a run's loss curve and proposal",
@@ -156,7 +178,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verbose", action="store_true", help="also show XLA's own log lines (slow-compile alarms and the like)"
     )
-    return top
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
