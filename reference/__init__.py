@@ -44,6 +44,7 @@ from reference.losses import (
     weighted_loss,
 )
 from reference.ode_likelihood import dequantize, ode_bits_per_dim, ode_likelihood
+from reference.parameterization import EpsModel
 from reference.probe import ProbeNet
 from reference.proposals import (
     AbstractProposal,
