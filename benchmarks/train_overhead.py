@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 import eqx_impl as ex
-from eqx_impl.proposals import make_proposal
+from eqx_impl.proposals import FixedProposal
 from eqx_impl.train.config import OptimConfig
 from eqx_impl.train.step import Trainer
 
@@ -60,7 +60,7 @@ def measure(blocks: int = 7, steps: int = 200, batch: int = 256) -> tuple[float,
     model = ex.EpsModel(net, target="eps")
 
     config = OptimConfig(lr=1e-3, warmup_steps=0, lr_decay="constant", grad_clip=1.0, ema_decay=0.999)
-    trainer = Trainer.create(ex.Sigmoid(2.0), make_proposal(ex.Cosine(-15.0, 15.0)), config, steps)
+    trainer = Trainer.create(ex.Sigmoid(2.0), FixedProposal(ex.Cosine(-15.0, 15.0)), config, steps)
     lib_step = eqx.filter_jit(lambda trainer, state, x: trainer.step(state, x))
     state = trainer.init(model, key=jax.random.key(1))
 

@@ -60,7 +60,6 @@ if TYPE_CHECKING:
         FixedProposal,
         LearnedProposal,
         LearnedState,
-        make_proposal,
     )
     from eqx_impl.samplers import (
         ancestral_sampler,

@@ -16,7 +16,7 @@ Each table holds the canonical spelling, the one `canonical_name` returns.
 | samplers | `SAMPLERS` | `evaluation.generate` |
 | metrics | `METRICS` | `train.evaluate.METRIC_FUNCTIONS` |
 | data sets | `DATASETS` | `data.registry` |
-| models | `MODELS` | `train.registry.build_model` |
+| models | `MODELS` | `train.registry.NETWORKS` |
 | precisions | `PRECISIONS` | `models.precision` |
 """
 

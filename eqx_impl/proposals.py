@@ -42,7 +42,7 @@ from eqx_impl.importance import Adaptive
 from eqx_impl.learned import Learned
 from eqx_impl.schedules import AbstractSchedule
 
-__all__ = ["AbstractProposal", "AdaptiveProposal", "FixedProposal", "LearnedProposal", "LearnedState", "make_proposal"]
+__all__ = ["AbstractProposal", "AdaptiveProposal", "FixedProposal", "LearnedProposal", "LearnedState"]
 
 
 class AbstractProposal(eqx.Module):
@@ -164,17 +164,3 @@ class LearnedProposal(AbstractProposal):
     def logsnr_range(self):
         # With learned endpoints this is the initial interval.
         return self.initial.init_logsnr_min, self.initial.init_logsnr_max
-
-
-def make_proposal(
-    schedule, *, lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
-) -> AbstractProposal:
-    """Wrap a schedule, `Adaptive` or `Learned` as a proposal (`lr`, `b1`, `b2`, `eps`: the
-    learned schedule's Adam). **Returns:** the proposal."""
-    if isinstance(schedule, Learned):
-        return LearnedProposal(schedule, lr, b1, b2, eps)
-    if isinstance(schedule, Adaptive):
-        return AdaptiveProposal(schedule)
-    if isinstance(schedule, AbstractSchedule):
-        return FixedProposal(schedule)
-    raise TypeError(f"Cannot use {type(schedule).__name__} as a proposal: pass a schedule, an Adaptive or a Learned.")

@@ -16,7 +16,6 @@ import yaml
 
 from eqx_impl.cli import _step_summary, compilation_cache_dir, main, parser
 from eqx_impl.train import ConfigError, build, config_to_dict, load_config
-from eqx_impl.train.registry import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +32,7 @@ def test_shipped_configs_load_and_resolve(name):
     assert config.objective.weighting == raw["objective"]["weighting"]
     assert config.objective.schedule == raw["objective"]["schedule"]
     assert config.train.steps == raw["train"]["steps"]
-    resolved = resolve(config)
+    resolved = build(config).config
     assert resolved.model.sigma_data > 0
 
 
@@ -142,7 +141,7 @@ def test_config_errors_are_clear(overrides, message):
 def test_bad_arguments_found_when_the_run_is_built(overrides, message):
     config = load_config(None, ["data.name=gmm", "data.args.num_train=64", "data.args.num_test=64", *overrides])
     with pytest.raises(ConfigError, match=message):
-        resolve(config)
+        build(config)
 
 
 def test_ddpm_linear_takes_its_own_interval():
@@ -156,7 +155,7 @@ def test_ddpm_linear_takes_its_own_interval():
             "data.args.num_test=64",
         ],
     )
-    resolved = resolve(config)
+    resolved = build(config).config
     import reference as ref
 
     schedule = ref.DDPMLinear()

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from eqx_impl import cli
 from eqx_impl.train import ConfigError, config_from_dict, config_to_dict, load_config, train
-from eqx_impl.train.registry import build_model, resolve
+from eqx_impl.train.registry import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((ROOT / "configs").glob("*.yaml"))}
@@ -122,15 +122,27 @@ def _check_message(err: Exception, touched) -> None:
     assert any(n in message for n in names), f"{message!r} names none of {sorted(names)}"
 
 
+def _shapes_only(build):
+    """`build(key)` traced abstractly (nothing drawn, a huge network costs nothing), with
+    JAX's note on filtered tracebacks cut from a `ConfigError`. **Returns:** its shapes."""
+    try:
+        return eqx.filter_eval_shape(build, jax.random.key(0))
+    except ConfigError as err:
+        raise ConfigError(str(err).split("\n-----")[0]) from None
+
+
 def _load_and_resolve(values):
-    """Parse, resolve (dataset, weighting, schedule, metrics) and shape-check the network."""
+    """Parse, then `loop.build`'s steps up to the network: data set, proposal (shapes only),
+    resolution, weighting, and the network's shapes."""
     config = config_from_dict(values)
-    resolved = resolve(config)
+    dataset = config.data.build()
+    proposal = _shapes_only(lambda k: config.objective.build_proposal(config.optim, key=k))
+    resolved = resolve(config, dataset, proposal)
+    resolved.objective.build_weighting()
     sizes = [v for v in resolved.model.args.values() if isinstance(v, int) and not isinstance(v, bool)]
     if any(abs(v) > 10**4 for v in sizes):
         return resolved  # a network of 10**9 layers is legal, just out of memory: not built here
-    shape = (2,) if resolved.data.name == "gmm" else (1, 8, 8)
-    eqx.filter_eval_shape(lambda k: build_model(resolved, shape, resolved.model.sigma_data, key=k), jax.random.key(0))
+    _shapes_only(lambda k: resolved.model.build(dataset.shape, resolved.objective.target, key=k))
     return resolved
 
 

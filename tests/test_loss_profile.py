@@ -134,15 +134,13 @@ def test_evaluate_model_writes_loss_profile_png_and_json(tmp_path):
     network, whose output layer starts at zero: ε̂ = 0, so ℓ = ‖ε‖² with E ℓ = D = 2 at every
     level, ½∫ℓ dλ = D(λmax − λmin)/2 and ½∫wℓ dλ = (D/2)∫w dλ (scipy quadrature of the run's
     Sigmoid(2)), each within 4 standard errors; the curves are JSON, the PNG an image."""
+    from eqx_impl.train import build
     from eqx_impl.train.evaluate import PROFILE_POINTS, evaluate_model
-    from eqx_impl.train.registry import build_dataset, build_model, build_weighting, resolve
     from tests.train_helpers import tiny_config
 
-    config = resolve(tiny_config(weighting="sigmoid", weighting_args={"bias": 2.0}))
-    dataset = build_dataset(config)
-    lo, hi = config.objective.logsnr_min, config.objective.logsnr_max
-    weighting = build_weighting(config.objective.weighting, config.objective.weighting_args, (lo, hi))
-    model = build_model(config, dataset.shape, config.model.sigma_data, key=jax.random.key(0))
+    setup = build(tiny_config(weighting="sigmoid", weighting_args={"bias": 2.0}))
+    config, dataset, weighting, model = setup.config, setup.dataset, setup.weighting, setup.initial.model
+    lo, hi = config.objective.interval
     out = evaluate_model(config, dataset, model, weighting, metrics=["loss_profile"], out_dir=tmp_path)
     curves = out["loss_profile"]
     assert len(curves["logsnr"]) == PROFILE_POINTS and curves["num_examples"] == len(dataset.test)

@@ -18,7 +18,7 @@ def test_weightings_schedules_and_models_match_the_training_registry():
 
     assert tuple(registry.WEIGHTINGS) == names.WEIGHTINGS
     assert tuple(registry.SCHEDULES) == names.SCHEDULES
-    assert tuple(registry.MODELS) == names.MODELS
+    assert tuple(registry.NETWORKS) == names.MODELS
 
 
 def test_metrics_match_the_metric_functions():

@@ -8,6 +8,7 @@ ln p_{σ_min}(x) up to the solver's error; the Gaussian prior N(0, σ_max² I) a
 (separately computed) prior mismatch.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -294,18 +295,14 @@ def test_evaluate_model_reports_nll_ode_in_bits_per_dim():
     move and the divergence vanishes. The likelihood is then exactly the prior
     N(0, σ_max² I) at the data, σ_max = e^{−λ_min/2} = e^5: a closed form for the plumbing
     (σ range, data split, bits/dim), to float32 accuracy."""
-    import jax
 
-    from eqx_impl.train import ConfigError
-    from eqx_impl.train.config import check_values
+    from eqx_impl.train import ConfigError, build
     from eqx_impl.train.evaluate import evaluate_model
-    from eqx_impl.train.registry import build_dataset, build_model, resolve
     from tests.train_helpers import tiny_config
 
-    config = resolve(tiny_config())
-    dataset = build_dataset(config)
-    model = build_model(config, dataset.shape, config.model.sigma_data, key=jax.random.key(0))
-    config.eval.bpd_examples = 16
+    setup = build(tiny_config())
+    config = dataclasses.replace(setup.config, eval=dataclasses.replace(setup.config.eval, bpd_examples=16))
+    dataset, model = setup.dataset, setup.initial.model
     out = evaluate_model(config, dataset, model, None, metrics=["nll_ode"])
     test = dataset.model_data("test")[:16].astype(np.float64)
     sigma_max = math.exp(-0.5 * config.objective.logsnr_min)
@@ -313,6 +310,5 @@ def test_evaluate_model_reports_nll_ode_in_bits_per_dim():
     assert out["nll_ode_nats"] == pytest.approx(nats.mean(), rel=1e-5)
     assert out["nll_ode_bpd"] == pytest.approx(nats.mean() / (2 * math.log(2.0)), rel=1e-5)
     assert out["nll_ode_probes"] == 0.0  # exact trace for 2-D data
-    config.eval.ode_probes = 0
     with pytest.raises(ConfigError, match="eval.ode_probes"):
-        check_values(config)
+        dataclasses.replace(config.eval, ode_probes=0)

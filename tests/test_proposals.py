@@ -7,25 +7,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 import eqx_impl as ex
-from eqx_impl.proposals import AdaptiveProposal, FixedProposal, LearnedProposal, make_proposal
+from eqx_impl.proposals import AdaptiveProposal, FixedProposal, LearnedProposal
 
 U = (jnp.arange(64, dtype=jnp.float32) + 0.5) / 64
 
 
-def test_make_proposal_wraps_each_kind():
-    assert isinstance(make_proposal(ex.Cosine(-10.0, 10.0)), FixedProposal)
-    assert isinstance(make_proposal(ex.Adaptive(-10.0, 10.0)), AdaptiveProposal)
-    assert isinstance(make_proposal(ex.Learned(-10.0, 10.0, key=jax.random.key(0), width=8)), LearnedProposal)
-    with pytest.raises(TypeError, match="pass a schedule, an Adaptive or a Learned"):
-        make_proposal(ex.Sigmoid(2.0))
-
-
 def test_fixed_proposal_is_its_schedule():
     schedule = ex.Cosine(-10.0, 10.0)
-    proposal = make_proposal(schedule)
+    proposal = FixedProposal(schedule)
     state = proposal.init()
     logsnr, density = proposal.sample(state, U)
     np.testing.assert_allclose(logsnr, schedule.logsnr(U), rtol=1e-6)
@@ -35,7 +26,7 @@ def test_fixed_proposal_is_its_schedule():
 
 def test_adaptive_proposal_follows_the_values():
     adaptive = ex.Adaptive(-10.0, 10.0, n_bins=16)
-    proposal = make_proposal(adaptive)
+    proposal = AdaptiveProposal(adaptive)
     lam = jnp.linspace(-9.0, 9.0, 64)
     values = jnp.exp(-0.1 * lam**2)
     got = proposal.update(proposal.init(), lam, values, None)
@@ -46,7 +37,7 @@ def test_adaptive_proposal_follows_the_values():
 
 def test_learned_proposal_takes_an_adam_step_on_the_gradient():
     learned = ex.Learned(-10.0, 10.0, key=jax.random.key(0), width=8)
-    proposal = make_proposal(learned, lr=1e-2)
+    proposal = LearnedProposal(learned, lr=1e-2)
     state = proposal.init()
 
     def second_moment(state):

@@ -4,6 +4,7 @@ check, and run-directory outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import equinox as eqx
@@ -85,9 +86,7 @@ def _learned_config():
     """A learned schedule trained alone: the model's rate is negligible, so it stays the
     zero-output network (ε̂ = 0) and E[L̂²] has a closed form."""
     config = tiny_config(schedule="learned", schedule_args={"width": 16})
-    config.optim.lr = 1e-12
-    config.optim.schedule_lr = 3e-2
-    return config
+    return dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=1e-12, schedule_lr=3e-2))
 
 
 def test_learned_schedule_gets_the_second_moment_gradient():

@@ -1,4 +1,5 @@
-r"""Run configuration: nested dataclasses loaded from YAML/JSON and overridden by `--set`.
+r"""Run configuration: frozen dataclasses, one per section, loaded from YAML/JSON and
+overridden by `--set`; each section checks its own values and builds its objects.
 
 ```yaml
 data:      {name: digits, args: {seed: 0}}
@@ -10,30 +11,49 @@ train:     {steps: 4000, batch_size: 128, seed: 0, steps_per_dispatch: 10, run_d
 eval:      {num_samples: 100, sampler: heun, sampling_steps: 32, metrics: [bpd, fd]}
 ```
 
-Every section and field is checked: unknown keys, badly typed or out-of-range values and
-names missing from the tables of `eqx_impl.names` raise `ConfigError` naming the dotted key
-(`train.steps`) and what would be accepted, all before JAX loads. Names follow the spelling
-rule of `names.normalize_name`; targets, precisions, samplers and metrics are stored in
-their canonical spelling. The arguments of data sets, models, weightings and schedules are
-checked by `registry`, which builds them.
+| section | checks | builds (once, in `loop.build`) |
+|---|---|---|
+| `DataConfig` | the name | `build()`: the `Dataset` |
+| `ModelConfig` | the name, `sigma_data` | `build(shape, target, key=)`: the `EpsModel` |
+| `ObjectiveConfig` | names, target, interval | `build_proposal(optim, key=)`, `build_weighting()` |
+| `OptimConfig` | rates, moments, clipping | `model_optimizer(total_steps)`: the optax optimiser |
+| `TrainConfig` | counts, policies | |
+| `EvalConfig` | sampler, metrics, counts | |
+
+Every section and field is checked when it is made: unknown keys, badly typed or
+out-of-range values and names missing from the tables of `eqx_impl.names` raise
+`ConfigError` naming the dotted key (`train.steps`) and what would be accepted, all before
+JAX loads (the build methods import it when called). Names follow the spelling rule of
+`names.normalize_name`; targets, precisions, samplers and metrics are stored in their
+canonical spelling. The arguments of data sets, models, weightings and schedules are
+checked by their constructors, through `registry`, when the objects are built.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from eqx_impl import names
 from eqx_impl.names import METRICS, PRECISIONS, SAMPLERS, TARGETS
+
+if TYPE_CHECKING:  # the build methods import them when called: loading a config needs no JAX
+    import optax
+
+    from eqx_impl.data import Dataset
+    from eqx_impl.models.parameterization import EpsModel
+    from eqx_impl.proposals import AbstractProposal
+    from eqx_impl.weightings import AbstractWeighting
 
 __all__ = [
     "Config",
@@ -57,15 +77,46 @@ class ConfigError(ValueError):
     """A configuration file, key or value that cannot be used; the message says how to fix it."""
 
 
-@dataclass
+LR_DECAYS = ("constant", "cosine")
+NONFINITE_POLICIES = ("skip", "stop")
+
+
+def _require(ok: bool, where: str, value, what: str):
+    if not ok:
+        raise ConfigError(f"{where} must be {what}, got {value!r}.")
+
+
+def _require_name(known: bool, where: str, what: str, value, table: tuple[str, ...], hint: str = ""):
+    if not known:
+        raise ConfigError(f"{where}: unknown {what} {value!r}; known: {', '.join(sorted(table))}{hint}.")
+
+
+def _respell(section, name: str, table: tuple[str, ...]) -> None:
+    """Store field `name` of the frozen `section` in its canonical spelling (`dpm-2` →
+    `dpm_2`); an unknown name stays as it is for the section's check to report."""
+    value = getattr(section, name)
+    object.__setattr__(section, name, names.canonical_name(value, table) or value)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """`name`: a data set of `eqx_impl.data.available()`; `args`: keyword arguments of its builder."""
 
     name: str = "gmm"
     args: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        known = names.canonical_name(self.name, names.DATASETS) is not None
+        _require_name(known, "data.name", "data set", self.name, names.DATASETS)
 
-@dataclass
+    def build(self) -> Dataset:
+        """**Returns:** the `Dataset` (`eqx_impl.data.load(name, **args)`; its errors as `ConfigError`)."""
+        from eqx_impl.train import registry
+
+        return registry.build_dataset(self)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """`name`: `mlp` or `unet`; `args`: keyword arguments of the network (besides the key and
     the data shape). `sigma_data`: EDM's data scale for targets `F` and input normalisation
@@ -76,8 +127,24 @@ class ModelConfig:
     sigma_data: float | None = None
     normalize_input: bool | None = None
 
+    def __post_init__(self):
+        known = names.canonical_name(self.name, names.MODELS) is not None
+        _require_name(known, "model.name", "model", self.name, names.MODELS)
+        s = self.sigma_data
+        _require(s is None or (math.isfinite(s) and s > 0), "model.sigma_data", s, "> 0 or null")
 
-@dataclass
+    def build(self, shape: tuple[int, ...], target: str, *, key) -> EpsModel:
+        """The network for data of `shape` predicting `target`, in `EpsModel` (which turns
+        its prediction into ε̂); needs `sigma_data` (`loop.resolve` fills it in).
+
+        **Returns:** an `EpsModel`.
+        """
+        from eqx_impl.train import registry
+
+        return registry.build_model(self, tuple(shape), target, key=key)
+
+
+@dataclass(frozen=True)
 class ObjectiveConfig:
     r"""The weighted loss $\tfrac12\,w(\lambda)/p(\lambda)\,\ell$: weighting $w$ by name and
     parameters, proposal $p$ (a schedule, `adaptive` or `learned`), the network's target, and
@@ -95,8 +162,50 @@ class ObjectiveConfig:
     logsnr_max: float | None = 15.0
     label_dropout: float = 0.1
 
+    def __post_init__(self):
+        _respell(self, "target", TARGETS)
+        hint = " (add the suffix '-monotonic' or '-shifted' to any of them)"
+        known = names.weighting_base(self.weighting) is not None
+        _require_name(known, "objective.weighting", "weighting", self.weighting, names.WEIGHTINGS, hint)
+        known = names.canonical_name(self.schedule, names.SCHEDULES) is not None
+        _require_name(known, "objective.schedule", "schedule", self.schedule, names.SCHEDULES)
+        _require(self.target in TARGETS, "objective.target", self.target, f"one of {', '.join(TARGETS)}")
+        lo, hi = self.logsnr_min, self.logsnr_max
+        _require(lo is None or math.isfinite(lo), "objective.logsnr_min", lo, "a finite number or null")
+        _require(hi is None or math.isfinite(hi), "objective.logsnr_max", hi, "a finite number or null")
+        if lo is not None and hi is not None:
+            _require(lo < hi, "objective.logsnr_min", lo, f"below objective.logsnr_max = {hi}")
+        _require(0 <= self.label_dropout < 1, "objective.label_dropout", self.label_dropout, "in [0, 1)")
 
-@dataclass
+    @property
+    def interval(self) -> tuple[float, float]:
+        """$[\\lambda_{\\min}, \\lambda_{\\max}]$ of a resolved objective (`loop.resolve`
+        fills it in from the proposal). **Returns:** two floats."""
+        if self.logsnr_min is None or self.logsnr_max is None:
+            raise ValueError("ObjectiveConfig.interval: resolve the config first (loop.resolve).")
+        return self.logsnr_min, self.logsnr_max
+
+    def build_proposal(self, optim: OptimConfig, *, key) -> AbstractProposal:
+        """The proposal $p(\\lambda)$ named by `schedule` (a learned schedule drawn with
+        `key`, trained by Adam with `optim`'s `schedule_lr`, `b1`, `b2`, `eps`).
+
+        **Returns:** an `AbstractProposal`; its `logsnr_range` is the objective's interval.
+        """
+        from eqx_impl.train import registry
+
+        return registry.build_proposal(self, optim, key=key)
+
+    def build_weighting(self) -> AbstractWeighting:
+        """The weighting $w(\\lambda)$ (a `-monotonic` one made monotone on `interval`).
+
+        **Returns:** an `AbstractWeighting`.
+        """
+        from eqx_impl.train import registry
+
+        return registry.build_weighting(self.weighting, self.weighting_args, self.interval)
+
+
+@dataclass(frozen=True)
 class OptimConfig:
     """AdamW with linear warm-up to `lr` (then constant or cosine decay to `lr·final_lr_ratio`),
     global-norm clipping at `grad_clip` (`null`: none), weight decay on matrices only, and an
@@ -114,8 +223,38 @@ class OptimConfig:
     ema_decay: float = 0.999
     schedule_lr: float = 1e-3
 
+    def __post_init__(self):
+        for name in ("lr", "schedule_lr", "eps"):
+            v = getattr(self, name)
+            _require(math.isfinite(v) and v > 0, f"optim.{name}", v, "a positive number")
+        _require(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, ">= 0")
+        _require(self.lr_decay in LR_DECAYS, "optim.lr_decay", self.lr_decay, f"one of {LR_DECAYS}")
+        _require(0 <= self.final_lr_ratio <= 1, "optim.final_lr_ratio", self.final_lr_ratio, "in [0, 1]")
+        _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        for name in ("b1", "b2", "ema_decay"):
+            v = getattr(self, name)
+            _require(0 <= v < 1, f"optim.{name}", v, "in [0, 1)")
+        clip = self.grad_clip
+        _require(clip is None or clip > 0, "optim.grad_clip", clip, "a positive number or null")
 
-@dataclass
+    def model_optimizer(self, total_steps: int) -> optax.GradientTransformation:
+        """The model's optimiser (`optim.model_optimizer`), built once per process for equal
+        settings, so trainers from equal configs hold the same object and share compiled
+        steps. `total_steps` matters only to a decaying rate.
+
+        **Returns:** an optax `GradientTransformation`.
+        """
+        return _model_optimizer(self, int(total_steps) if self.lr_decay != "constant" else 0)
+
+
+@functools.cache
+def _model_optimizer(optim: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    from eqx_impl.train.optim import model_optimizer
+
+    return model_optimizer(optim, total_steps)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Steps, batch size and seed; `steps_per_dispatch` steps run in one `lax.scan` per call.
     Metrics every `log_every` steps, checkpoints every `checkpoint_every` (the last
@@ -142,8 +281,20 @@ class TrainConfig:
     nonfinite: str = "stop"
     precision: str = "auto"
 
+    def __post_init__(self):
+        _respell(self, "precision", PRECISIONS)
+        for name in ("steps", "batch_size", "steps_per_dispatch", "log_every", "checkpoint_every", "keep_checkpoints"):
+            v = getattr(self, name)
+            _require(v >= 1, f"train.{name}", v, "an integer >= 1")
+        _require(self.seed >= 0, "train.seed", self.seed, "an integer >= 0")
+        _require(bool(self.run_dir), "train.run_dir", self.run_dir, "a non-empty path")
+        policies = "skip (skip and count steps with a NaN/inf loss or gradient) or stop (checkpoint and stop)"
+        _require(self.nonfinite in NONFINITE_POLICIES, "train.nonfinite", self.nonfinite, policies)
+        precisions = "auto (bfloat16 on GPU/TPU, float32 on CPU), float32, tf32 or bfloat16"
+        _require(self.precision in PRECISIONS, "train.precision", self.precision, precisions)
 
-@dataclass
+
+@dataclass(frozen=True)
 class EvalConfig:
     """After training (and in `evaluate`/`sample`): `num_samples` samples with `sampler`
     (`heun`, `euler`, `stochastic`, `dpm_2`, `dpmpp_2m`, `dpmpp_2m_sde`, `ancestral`, `ddim`)
@@ -170,9 +321,28 @@ class EvalConfig:
     seed: int = 0
     guidance: float | None = None
 
+    def __post_init__(self):
+        _respell(self, "sampler", SAMPLERS)
+        object.__setattr__(self, "metrics", [names.canonical_name(m, METRICS) or m for m in self.metrics])
+        _require(self.sampler in SAMPLERS, "eval.sampler", self.sampler, f"one of {', '.join(SAMPLERS)}")
+        for i, m in enumerate(self.metrics):
+            _require(m in METRICS, f"eval.metrics[{i}]", m, f"one of {', '.join(METRICS)}")
+        _require(self.sampling_steps >= 2, "eval.sampling_steps", self.sampling_steps, "an integer >= 2")
+        for name in ("num_samples", "bpd_num_t", "ode_steps", "batch_size"):
+            v = getattr(self, name)
+            _require(v >= 1, f"eval.{name}", v, "an integer >= 1")
+        be, op = self.bpd_examples, self.ode_probes
+        _require(be is None or be >= 1, "eval.bpd_examples", be, "an integer >= 1 or null")
+        _require(op is None or op >= 1, "eval.ode_probes", op, "an integer >= 1 or null (auto)")
+        _require(self.seed >= 0, "eval.seed", self.seed, "an integer >= 0")
+        g = self.guidance
+        _require(g is None or math.isfinite(g), "eval.guidance", g, "a finite number or null")
 
-@dataclass
+
+@dataclass(frozen=True)
 class Config:
+    """The six sections; `guidance` needs a class-conditional model (checked here, across sections)."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -181,13 +351,13 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
-        spell_names(self)
-        check_names(self)
-        check_values(self)
-
-
-LR_DECAYS = ("constant", "cosine")
-NONFINITE_POLICIES = ("skip", "stop")
+        g = self.eval.guidance
+        _require(
+            g is None or self.model.args.get("num_classes") is not None,
+            "eval.guidance",
+            g,
+            "null for an unconditional model (set model.args.num_classes to train a class-conditional one)",
+        )
 
 
 # --- conversion of values ------------------------------------------------------------------
@@ -270,10 +440,8 @@ def _section_from_dict(cls, values, where: str):
     return cls(**kwargs)
 
 
-# Every section field has a default_factory (a section class), so no _MISSING_TYPE is left.
-_SECTIONS: dict[str, Callable[[], Any]] = {
-    f.name: cast(Callable[[], Any], f.default_factory) for f in dataclasses.fields(Config)
-}
+# Each section's default_factory is its class.
+_SECTIONS: dict[str, type] = {f.name: typing.cast(type, f.default_factory) for f in dataclasses.fields(Config)}
 
 
 def config_from_dict(values: Mapping[str, Any]) -> Config:
@@ -286,127 +454,13 @@ def config_from_dict(values: Mapping[str, Any]) -> Config:
     unknown = [k for k in values if k not in _SECTIONS]
     if unknown:
         raise ConfigError(f"Unknown section {unknown[0]!r}; the sections are: {', '.join(_SECTIONS)}.")
-    sections = {
-        name: _section_from_dict(type(factory()), values.get(name), name) for name, factory in _SECTIONS.items()
-    }
+    sections = {name: _section_from_dict(cls, values.get(name), name) for name, cls in _SECTIONS.items()}
     return Config(**sections)
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
     """**Returns:** the configuration as nested plain dicts (YAML/JSON ready)."""
     return dataclasses.asdict(config)
-
-
-# --- value checks --------------------------------------------------------------------------
-
-
-def _require(ok: bool, where: str, value, what: str):
-    if not ok:
-        raise ConfigError(f"{where} must be {what}, got {value!r}.")
-
-
-def spell_names(config: Config) -> None:
-    """Write the target, precision, sampler and metrics in their canonical spelling
-    (`names.canonical_name`: `dpm-2` → `dpm_2`), in place; unknown names stay as they are
-    for `check_values` to report."""
-    o, t, e = config.objective, config.train, config.eval
-    o.target = names.canonical_name(o.target, TARGETS) or o.target
-    t.precision = names.canonical_name(t.precision, PRECISIONS) or t.precision
-    e.sampler = names.canonical_name(e.sampler, SAMPLERS) or e.sampler
-    e.metrics = [names.canonical_name(m, METRICS) or m for m in e.metrics]
-
-
-def _require_name(known: bool, where: str, what: str, value, table: tuple[str, ...], hint: str = ""):
-    if not known:
-        raise ConfigError(f"{where}: unknown {what} {value!r}; known: {', '.join(sorted(table))}{hint}.")
-
-
-def check_names(config: Config) -> None:
-    """The weighting, schedule, data set and model are in the tables of `eqx_impl.names`;
-    raises `ConfigError` listing the known names otherwise."""
-    o = config.objective
-    hint = " (add the suffix '-monotonic' or '-shifted' to any of them)"
-    _require_name(
-        names.weighting_base(o.weighting) is not None, "objective.weighting", "weighting", o.weighting,
-        names.WEIGHTINGS, hint,
-    )  # fmt: skip
-    known = names.canonical_name(o.schedule, names.SCHEDULES) is not None
-    _require_name(known, "objective.schedule", "schedule", o.schedule, names.SCHEDULES)
-    known = names.canonical_name(config.data.name, names.DATASETS) is not None
-    _require_name(known, "data.name", "data set", config.data.name, names.DATASETS)
-    known = names.canonical_name(config.model.name, names.MODELS) is not None
-    _require_name(known, "model.name", "model", config.model.name, names.MODELS)
-
-
-def check_values(config: Config) -> None:
-    """Range checks that the types alone do not express; raises `ConfigError`."""
-    o, opt, t, e = config.objective, config.optim, config.train, config.eval
-    _require(o.target in TARGETS, "objective.target", o.target, f"one of {', '.join(TARGETS)}")
-    for name in ("logsnr_min", "logsnr_max"):
-        v = getattr(o, name)
-        _require(v is None or math.isfinite(v), f"objective.{name}", v, "a finite number or null")
-    if o.logsnr_min is not None and o.logsnr_max is not None:
-        _require(
-            o.logsnr_min < o.logsnr_max,
-            "objective.logsnr_min",
-            o.logsnr_min,
-            f"below objective.logsnr_max = {o.logsnr_max}",
-        )
-    _require(0 <= o.label_dropout < 1, "objective.label_dropout", o.label_dropout, "in [0, 1)")
-    s = config.model.sigma_data
-    _require(s is None or (math.isfinite(s) and s > 0), "model.sigma_data", s, "> 0 or null")
-    for name in ("lr", "schedule_lr", "eps"):
-        v = getattr(opt, name)
-        _require(math.isfinite(v) and v > 0, f"optim.{name}", v, "a positive number")
-    _require(opt.warmup_steps >= 0, "optim.warmup_steps", opt.warmup_steps, ">= 0")
-    _require(opt.lr_decay in LR_DECAYS, "optim.lr_decay", opt.lr_decay, f"one of {LR_DECAYS}")
-    _require(0 <= opt.final_lr_ratio <= 1, "optim.final_lr_ratio", opt.final_lr_ratio, "in [0, 1]")
-    _require(opt.weight_decay >= 0, "optim.weight_decay", opt.weight_decay, ">= 0")
-    for name in ("b1", "b2", "ema_decay"):
-        v = getattr(opt, name)
-        _require(0 <= v < 1, f"optim.{name}", v, "in [0, 1)")
-    clip = opt.grad_clip
-    _require(clip is None or clip > 0, "optim.grad_clip", clip, "a positive number or null")
-    for name in ("steps", "batch_size", "steps_per_dispatch", "log_every"):
-        v = getattr(t, name)
-        _require(v >= 1, f"train.{name}", v, "an integer >= 1")
-    _require(t.checkpoint_every >= 1, "train.checkpoint_every", t.checkpoint_every, ">= 1")
-    _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, ">= 1")
-    _require(t.seed >= 0, "train.seed", t.seed, "an integer >= 0")
-    _require(bool(t.run_dir), "train.run_dir", t.run_dir, "a non-empty path")
-    _require(
-        t.nonfinite in NONFINITE_POLICIES,
-        "train.nonfinite",
-        t.nonfinite,
-        "skip (skip and count steps with a NaN/inf loss or gradient) or stop (checkpoint and stop)",
-    )
-    _require(
-        t.precision in PRECISIONS,
-        "train.precision",
-        t.precision,
-        "auto (bfloat16 on GPU/TPU, float32 on CPU), float32, tf32 or bfloat16",
-    )
-    _require(e.num_samples >= 1, "eval.num_samples", e.num_samples, "an integer >= 1")
-    _require(e.sampler in SAMPLERS, "eval.sampler", e.sampler, f"one of {', '.join(SAMPLERS)}")
-    _require(e.sampling_steps >= 2, "eval.sampling_steps", e.sampling_steps, "an integer >= 2")
-    for i, m in enumerate(e.metrics):
-        _require(m in METRICS, f"eval.metrics[{i}]", m, f"one of {', '.join(METRICS)}")
-    be = e.bpd_examples
-    _require(be is None or be >= 1, "eval.bpd_examples", be, "an integer >= 1 or null")
-    _require(e.bpd_num_t >= 1, "eval.bpd_num_t", e.bpd_num_t, "an integer >= 1")
-    _require(e.ode_steps >= 1, "eval.ode_steps", e.ode_steps, "an integer >= 1")
-    op = e.ode_probes
-    _require(op is None or op >= 1, "eval.ode_probes", op, "an integer >= 1 or null (auto)")
-    _require(e.batch_size >= 1, "eval.batch_size", e.batch_size, "an integer >= 1")
-    _require(e.seed >= 0, "eval.seed", e.seed, "an integer >= 0")
-    g = e.guidance
-    _require(g is None or math.isfinite(g), "eval.guidance", g, "a finite number or null")
-    _require(
-        g is None or config.model.args.get("num_classes") is not None,
-        "eval.guidance",
-        g,
-        "null for an unconditional model (set model.args.num_classes to train a class-conditional one)",
-    )
 
 
 # --- files and overrides -------------------------------------------------------------------
@@ -476,7 +530,7 @@ def apply_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict
             raise ConfigError(
                 f"Override {text!r}: unknown section {section!r}; the sections are: {', '.join(_SECTIONS)}."
             )
-        names = [f.name for f in dataclasses.fields(type(_SECTIONS[section]()))]
+        names = [f.name for f in dataclasses.fields(_SECTIONS[section])]
         if len(path) < 2 or path[1] not in names:
             what = path[1] if len(path) > 1 else "(none)"
             raise ConfigError(

@@ -34,9 +34,9 @@ from eqx_impl.data import Dataset
 from eqx_impl.evaluation.loss_profile import loss_profile, plot_loss_profile
 from eqx_impl.evaluation.ode_likelihood import ode_nll
 from eqx_impl.models.precision import Precision
+from eqx_impl.names import normalize_name
 from eqx_impl.schedules import AbstractSchedule, Cosine
 from eqx_impl.train.config import Config
-from eqx_impl.train.registry import normalize_name
 
 __all__ = ["draw_samples", "evaluate_model", "evaluation_schedule", "save_samples"]
 
@@ -50,8 +50,7 @@ def evaluation_schedule(config: Config) -> AbstractSchedule:
 
     **Returns:** `Cosine(λ_min, λ_max)`.
     """
-    # A resolved config (registry.resolve) has the interval filled in; pyright sees `float | None`.
-    return Cosine(config.objective.logsnr_min, config.objective.logsnr_max)  # pyright: ignore[reportArgumentType]
+    return Cosine(*config.objective.interval)
 
 
 def draw_samples(
@@ -88,7 +87,7 @@ def _draw_samples(config, model, shape, num, sampler, steps, seed, progress, lab
     e = config.eval
     if labels is not None and guidance is None:
         guidance = e.guidance
-    lo, hi = config.objective.logsnr_min, config.objective.logsnr_max
+    lo, hi = config.objective.interval
     seed = e.seed if seed is None else seed
     return ev.generate(
         eqx.nn.inference_mode(model),
@@ -176,9 +175,7 @@ class _Context:
     @property
     def interval(self) -> tuple[float, float]:
         """The training interval $[\\lambda_{\\min}, \\lambda_{\\max}]$ (filled in by `resolve`)."""
-        lo, hi = self.config.objective.logsnr_min, self.config.objective.logsnr_max
-        assert lo is not None and hi is not None, "evaluate a resolved config"
-        return lo, hi
+        return self.config.objective.interval
 
     def limited(self, data):
         """`data` cut to `eval.bpd_examples` (all of it when null)."""

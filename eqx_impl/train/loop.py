@@ -31,7 +31,8 @@ import numpy as np
 
 from eqx_impl import data as data_lib
 from eqx_impl.models.precision import Precision
-from eqx_impl.proposals import AbstractProposal, make_proposal
+from eqx_impl.names import normalize_name
+from eqx_impl.proposals import AbstractProposal
 from eqx_impl.train import parallel
 from eqx_impl.train.config import Config, ConfigError
 from eqx_impl.train.evaluate import draw_samples, evaluate_model, save_samples
@@ -39,17 +40,11 @@ from eqx_impl.train.fit import fit
 from eqx_impl.train.plots import plot_loss_curve, plot_proposal
 from eqx_impl.train.preflight import PreflightReport, check_or_raise, run_preflight
 from eqx_impl.train.progress import read_metrics
-from eqx_impl.train.registry import (
-    build_dataset,
-    build_model,
-    build_schedule,
-    build_weighting,
-    normalize_name,
-    resolve,
-)
+from eqx_impl.train.registry import resolve
 from eqx_impl.train.run import Run, open_run, restore_state, with_run_dir
 from eqx_impl.train.state import TrainState
 from eqx_impl.train.step import Trainer, init_state
+from eqx_impl.weightings import AbstractWeighting
 
 __all__ = ["Setup", "TrainResult", "build", "train", "write_plots"]
 
@@ -60,46 +55,40 @@ class Setup:
 
     config: Config
     dataset: data_lib.Dataset
-    weighting: Any
+    weighting: AbstractWeighting
     proposal: AbstractProposal
     trainer: Trainer
     initial: TrainState
 
 
 def build(config: Config, dataset: data_lib.Dataset | None = None) -> Setup:
-    """Resolve `config` and build the data set, weighting, proposal, optimisers, trainer and
-    initial state. Keys: `split(key(train.seed), 3)` for (model, schedule, training).
+    """Build each object of `config` once: the data set, the proposal (whose interval, with
+    the data's `sigma_data`, resolves the config: `registry.resolve`), the weighting, the
+    network, the trainer and the initial state. Keys: `split(key(train.seed), 3)` for
+    (model, schedule, training).
 
     **Returns:** a `Setup`.
     """
-    dataset = build_dataset(config) if dataset is None else dataset
-    config = resolve(config, dataset)
-    o = config.objective
-    lo, hi, sigma_data = o.logsnr_min, o.logsnr_max, config.model.sigma_data
-    assert lo is not None and hi is not None and sigma_data is not None  # `resolve` fills them in
-    key = jax.random.key(config.train.seed)
-    k_model, k_schedule, k_train = jax.random.split(key, 3)
-    model = build_model(config, tuple(dataset.shape), sigma_data, key=k_model)
-    opt = config.optim
-    schedule = build_schedule(config, key=k_schedule)
-    proposal = make_proposal(schedule, lr=opt.schedule_lr, b1=opt.b1, b2=opt.b2, eps=opt.eps)
-    weighting = build_weighting(o.weighting, o.weighting_args, (lo, hi))
-    dropout = float(config.model.args.get("dropout", 0.0)) > 0.0
-    mesh = parallel.data_mesh(config.train.batch_size) if config.train.data_parallel else None
+    dataset = config.data.build() if dataset is None else dataset
+    k_model, k_schedule, k_train = jax.random.split(jax.random.key(config.train.seed), 3)
+    proposal = config.objective.build_proposal(config.optim, key=k_schedule)
+    config = resolve(config, dataset, proposal)
+    weighting = config.objective.build_weighting()
+    model = config.model.build(dataset.shape, config.objective.target, key=k_model)
+    t = config.train
     trainer = Trainer.create(
         weighting,
         proposal,
         config.optim,
-        config.train.steps,
-        dropout,
-        mesh,
-        nonfinite=config.train.nonfinite,
-        precision=Precision.create(config.train.precision),
+        t.steps,
+        dropout=float(config.model.args.get("dropout", 0.0)) > 0.0,
+        mesh=parallel.data_mesh(t.batch_size) if t.data_parallel else None,
+        nonfinite=t.nonfinite,
+        precision=Precision.create(t.precision),
         num_classes=config.model.args.get("num_classes"),
-        label_dropout=o.label_dropout,
+        label_dropout=config.objective.label_dropout,
     )
-    state = init_state(trainer, model, k_train)
-    return Setup(config, dataset, weighting, proposal, trainer, state)
+    return Setup(config, dataset, weighting, proposal, trainer, init_state(trainer, model, k_train))
 
 
 @dataclass
@@ -122,8 +111,7 @@ def write_plots(run_dir: Path, rows: list[dict], setup: Setup, proposal_state) -
         o = setup.config.objective
         title = f"{setup.dataset.name}: {o.weighting}, {o.schedule} schedule"
         written.append(plot_loss_curve(rows, run_dir / "loss_curve.png", title=title))
-    lo, hi = setup.config.objective.logsnr_min, setup.config.objective.logsnr_max
-    assert lo is not None and hi is not None  # a built setup's config is resolved
+    lo, hi = setup.config.objective.interval
     grid = np.linspace(lo, hi, 601)
     g = jnp.asarray(grid, jnp.float32)
     w = np.asarray(setup.weighting(g))

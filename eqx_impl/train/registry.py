@@ -23,37 +23,54 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import equinox as eqx
-import jax
 import numpy as np
 
 import eqx_impl as ex
 from eqx_impl import data as data_lib
 from eqx_impl.models.init import initialise
+from eqx_impl.names import normalize_name
+from eqx_impl.proposals import AbstractProposal, AdaptiveProposal, FixedProposal, LearnedProposal
 from eqx_impl.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN
-from eqx_impl.train.config import Config, ConfigError
+from eqx_impl.train.config import Config, ConfigError, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig
 
 __all__ = [
-    "MODELS",
     "SCHEDULES",
     "WEIGHTINGS",
     "Entry",
     "Flatten",
+    "NETWORKS",
     "build_dataset",
     "build_model",
-    "build_schedule",
+    "build_proposal",
     "build_weighting",
-    "normalize_name",
     "resolve",
-    "schedule_range",
 ]
+
+
+def _fixed(schedule, optim: OptimConfig) -> AbstractProposal:
+    del optim
+    return FixedProposal(schedule)
+
+
+def _adaptive(adaptive, optim: OptimConfig) -> AbstractProposal:
+    del optim
+    return AdaptiveProposal(adaptive)
+
+
+def _learned(learned, optim: OptimConfig) -> AbstractProposal:
+    return LearnedProposal(learned, optim.schedule_lr, optim.b1, optim.b2, optim.eps)
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One named object: its `eqx_impl` constructor."""
+    """One named object: its `eqx_impl` constructor; for a schedule, whether it takes the
+    objective's interval (`logsnr_min`, `logsnr_max`) and a `key`, and the proposal that
+    wraps it (given the optimiser settings, for a learned schedule's Adam)."""
 
     eqx: Callable[..., Any]
-    takes_range: bool = False  # accepts logsnr_min / logsnr_max
+    takes_range: bool = False
+    takes_key: bool = False
+    proposal: Callable[[Any, OptimConfig], AbstractProposal] = _fixed
 
     def accepted(self) -> tuple[str, ...]:
         params = inspect.signature(self.eqx).parameters
@@ -78,15 +95,9 @@ SCHEDULES: dict[str, Entry] = {
     "ddpm-linear": Entry(ex.DDPMLinear),
     "edm-lognormal": Entry(ex.EDMLogNormal, takes_range=True),
     "flow-ot": Entry(ex.FlowOT, takes_range=True),
-    "adaptive": Entry(ex.Adaptive, takes_range=True),
-    "learned": Entry(ex.Learned, takes_range=True),
+    "adaptive": Entry(ex.Adaptive, takes_range=True, proposal=_adaptive),
+    "learned": Entry(ex.Learned, takes_range=True, takes_key=True, proposal=_learned),
 }
-
-MODELS = ("mlp", "unet")
-
-
-def normalize_name(name: str) -> str:
-    return str(name).strip().lower().replace("_", "-")
 
 
 def _known(table: Mapping[str, Entry]) -> str:
@@ -165,52 +176,23 @@ def build_weighting(
     return _construct(entry.eqx, kwargs, where, f"weighting {name!r}")
 
 
-# --- schedules -----------------------------------------------------------------------------
+# --- proposals ----------------------------------------------------------------------------
 
 
-def schedule_range(config: Config) -> tuple[float, float]:
-    """The effective log-SNR interval $[\\lambda_{\\min}, \\lambda_{\\max}]$ of the objective.
+def build_proposal(objective: ObjectiveConfig, optim: OptimConfig, *, key) -> AbstractProposal:
+    """The proposal named by `objective.schedule`: the schedule on the objective's interval
+    (`null` ends: −20, 20), or on its own for `ddpm-linear` (set by `beta_min`, `beta_max`,
+    `t_eps`), wrapped by its `Entry.proposal`; `key` draws a learned schedule.
 
-    Schedules with a range take the configured one (defaults −20, 20); `ddpm-linear` fixes
-    its own from `beta_min`, `beta_max`, `t_eps`, and a configured range must then be
-    left `null` (or equal it).
-
-    **Returns:** `(logsnr_min, logsnr_max)` as floats.
+    **Returns:** an `AbstractProposal`.
     """
-    o = config.objective
-    name = normalize_name(o.schedule)
-    if name not in SCHEDULES:
-        raise ConfigError(f"objective.schedule: unknown schedule {name!r}; known: {_known(SCHEDULES)}.")
-    entry = SCHEDULES[name]
+    name = normalize_name(objective.schedule)
+    entry = SCHEDULES[name]  # the config checked the name
+    kwargs = _kwargs(entry, objective.schedule_args, "objective.schedule_args", f"schedule {name!r}")
     if entry.takes_range:
-        lo = DEFAULT_LOGSNR_MIN if o.logsnr_min is None else o.logsnr_min
-        hi = DEFAULT_LOGSNR_MAX if o.logsnr_max is None else o.logsnr_max
-        return float(lo), float(hi)
-    kwargs = _kwargs(entry, o.schedule_args, "objective.schedule_args", f"schedule {name!r}")
-    schedule = _construct(entry.eqx, kwargs, "objective.schedule_args", name)
-    lo, hi = float(schedule.logsnr_min), float(schedule.logsnr_max)
-    for key, configured, own in (("logsnr_min", o.logsnr_min, lo), ("logsnr_max", o.logsnr_max, hi)):
-        if configured is not None and not math.isclose(configured, own, rel_tol=1e-9, abs_tol=1e-9):
-            raise ConfigError(
-                f"objective.{key} = {configured} but schedule {name!r} fixes its interval to "
-                f"[{lo:.6g}, {hi:.6g}] through its arguments; set objective.logsnr_min and "
-                "objective.logsnr_max to null."
-            )
-    return lo, hi
-
-
-def build_schedule(config: Config, *, key=None):
-    """The configured proposal: a schedule, `Adaptive` or `Learned` (`key` initialises it).
-
-    **Returns:** the `eqx_impl` object.
-    """
-    o = config.objective
-    name = normalize_name(o.schedule)
-    lo, hi = schedule_range(config)
-    entry = SCHEDULES[name]
-    kwargs = _kwargs(entry, o.schedule_args, "objective.schedule_args", f"schedule {name!r}")
-    if entry.takes_range:
-        kwargs = {"logsnr_min": lo, "logsnr_max": hi, **kwargs}
+        lo = DEFAULT_LOGSNR_MIN if objective.logsnr_min is None else objective.logsnr_min
+        hi = DEFAULT_LOGSNR_MAX if objective.logsnr_max is None else objective.logsnr_max
+        kwargs = {"logsnr_min": float(lo), "logsnr_max": float(hi), **kwargs}
     if name == "learned" and not kwargs.get("fixed_endpoints", True):
         raise ConfigError(
             "objective.schedule_args.fixed_endpoints=false: the training loss has no prior or "
@@ -218,23 +200,36 @@ def build_schedule(config: Config, *, key=None):
             "it (VDM trains them on the full bound); keep fixed_endpoints: true and set the "
             "interval with objective.logsnr_min / logsnr_max."
         )
-    if name == "learned":
-        if key is None:
-            raise ValueError("build_schedule: the learned schedule needs key=.")
+    if entry.takes_key:
         kwargs["key"] = key
-    return _construct(entry.eqx, kwargs, "objective.schedule_args", f"schedule {name!r}")
+    schedule = _construct(entry.eqx, kwargs, "objective.schedule_args", f"schedule {name!r}")
+    return entry.proposal(schedule, optim)
+
+
+def _check_interval(objective: ObjectiveConfig, own: tuple[float, float]) -> None:
+    """A schedule that fixes its own interval (`ddpm-linear`) leaves the configured one
+    `null` or equal to it."""
+    for key, configured, value in zip(
+        ("logsnr_min", "logsnr_max"), (objective.logsnr_min, objective.logsnr_max), own, strict=True
+    ):
+        if configured is not None and not math.isclose(configured, value, rel_tol=1e-9, abs_tol=1e-9):
+            raise ConfigError(
+                f"objective.{key} = {configured} but schedule {objective.schedule!r} fixes its interval to "
+                f"[{own[0]:.6g}, {own[1]:.6g}] through its arguments; set objective.logsnr_min and "
+                "objective.logsnr_max to null."
+            )
 
 
 # --- data and models -----------------------------------------------------------------------
 
 
-def build_dataset(config: Config) -> data_lib.Dataset:
-    """`eqx_impl.data.load(config.data.name, **config.data.args)`, errors as `ConfigError`.
+def build_dataset(data: DataConfig) -> data_lib.Dataset:
+    """`eqx_impl.data.load(data.name, **data.args)`, errors as `ConfigError`.
 
     **Returns:** a `Dataset`.
     """
     try:
-        return data_lib.load(config.data.name, **config.data.args)
+        return data_lib.load(data.name, **data.args)
     except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as err:
         raise ConfigError(
             f"data: {type(err).__name__}: {err}" if not isinstance(err, ValueError) else f"data: {err}"
@@ -273,46 +268,46 @@ def _zero_output(kwargs: Mapping[str, Any], output: Callable):
     return (lambda net: (output(net),)) if kwargs.get("zero_init_output", True) else None
 
 
-def build_model(config: Config, shape: tuple[int, ...], sigma_data: float, *, key) -> ex.EpsModel:
-    """The ε-model: the configured network predicting `objective.target`, wrapped in
-    `EpsModel` (which converts its prediction to ε̂). The network is built by
-    `models.init.initialise` (structure traced abstractly, values drawn on the host): no
-    compilation, well under a second for the digits U-Net.
+def _mlp(model: ModelConfig, shape: tuple[int, ...], *, key):
+    kwargs = _network_args(ex.MLP, model.args, {"data_dim"}, "mlp")
+    dim = math.prod(shape)
+
+    def make(**kw):
+        return initialise(lambda k: ex.MLP(dim, key=k, **kw), key, zero=_zero_output(kw, lambda n: n.output))
+
+    net = _construct(make, kwargs, "model.args", "mlp")
+    return net if len(shape) == 1 else Flatten(net, tuple(shape))
+
+
+def _unet(model: ModelConfig, shape: tuple[int, ...], *, key):
+    if len(shape) != 3:
+        raise ConfigError(
+            f"model.name: 'unet' needs images of shape (C, H, W), the data has shape {shape}; "
+            "use model.name=mlp for vector data."
+        )
+    kwargs = _network_args(ex.UNet, model.args, {"in_channels"}, "unet")
+
+    def make(**kw):
+        return initialise(lambda k: ex.UNet(shape[0], key=k, **kw), key, zero=_zero_output(kw, lambda n: n.conv_out))
+
+    return _construct(make, kwargs, "model.args", "unet")
+
+
+NETWORKS: dict[str, Callable[..., Any]] = {"mlp": _mlp, "unet": _unet}
+
+
+def build_model(model: ModelConfig, shape: tuple[int, ...], target: str, *, key) -> ex.EpsModel:
+    """The ε-model: the configured network predicting `target`, wrapped in `EpsModel` (which
+    converts its prediction to ε̂). The network is built by `models.init.initialise`
+    (structure traced abstractly, values drawn on the host): no compilation, well under a
+    second for the digits U-Net.
 
     **Returns:** an `EpsModel`.
     """
-    m = config.model
-    name = normalize_name(m.name)
-    if name == "mlp":
-        kwargs = _network_args(ex.MLP, m.args, {"data_dim"}, name)
-        dim = math.prod(shape)
-        net = _construct(
-            lambda **kw: initialise(lambda k: ex.MLP(dim, key=k, **kw), key, zero=_zero_output(kw, lambda n: n.output)),
-            kwargs,
-            "model.args",
-            "mlp",
-        )
-        if len(shape) != 1:
-            net = Flatten(net, tuple(shape))
-    elif name == "unet":
-        if len(shape) != 3:
-            raise ConfigError(
-                f"model.name: 'unet' needs images of shape (C, H, W), the data has shape {shape}; "
-                "use model.name=mlp for vector data."
-            )
-        kwargs = _network_args(ex.UNet, m.args, {"in_channels"}, name)
-        net = _construct(
-            lambda **kw: initialise(
-                lambda k: ex.UNet(shape[0], key=k, **kw), key, zero=_zero_output(kw, lambda n: n.conv_out)
-            ),
-            kwargs,
-            "model.args",
-            "unet",
-        )
-    else:
-        raise ConfigError(f"model.name: unknown model {m.name!r}; known: {', '.join(MODELS)}.")
-    target = config.objective.target
-    return ex.EpsModel(net, target, sigma_data, m.normalize_input)
+    if model.sigma_data is None:
+        raise ValueError("build_model: model.sigma_data is null; resolve the config first (registry.resolve).")
+    net = NETWORKS[normalize_name(model.name)](model, tuple(shape), key=key)  # the config checked the name
+    return ex.EpsModel(net, target, model.sigma_data, model.normalize_input)
 
 
 def _check_metrics(config: Config, dataset: data_lib.Dataset) -> None:
@@ -350,31 +345,22 @@ def _check_labels(config: Config, dataset: data_lib.Dataset) -> None:
         )
 
 
-def resolve(config: Config, dataset: data_lib.Dataset | None = None) -> Config:
-    """Fill in what the config leaves to the data and the schedule: `model.sigma_data`
-    (measured on the training set) and the effective log-SNR interval. Builds the
-    weighting and proposal once, so every name and argument is checked here.
+def resolve(config: Config, dataset: data_lib.Dataset, proposal: AbstractProposal) -> Config:
+    """Fill in what the config leaves to the data and the proposal: `model.sigma_data`
+    (measured on the training set) and the log-SNR interval (the proposal's); check what
+    needs the data set (metrics, labels).
 
     **Returns:** a new `Config` (the one written to the run directory).
     """
-    dataset = build_dataset(config) if dataset is None else dataset
-    lo, hi = schedule_range(config)
+    lo, hi = (float(v) for v in proposal.logsnr_range)
+    _check_interval(config.objective, (lo, hi))
+    _check_metrics(config, dataset)
+    _check_labels(config, dataset)
     sigma_data = config.model.sigma_data
     if sigma_data is None:
         sigma_data = float(dataset.sigma_data)
-    objective = dataclasses.replace(config.objective, logsnr_min=lo, logsnr_max=hi)
-    model = dataclasses.replace(config.model, sigma_data=sigma_data)
-    resolved = dataclasses.replace(config, objective=objective, model=model)
-    build_weighting(objective.weighting, objective.weighting_args, (lo, hi))
-    if normalize_name(config.objective.schedule) != "learned":
-        build_schedule(resolved)  # the constructors check their arguments (`_checks`)
-    else:  # shapes only: checks the arguments without drawing (or compiling) anything
-        try:
-            eqx.filter_eval_shape(lambda k: build_schedule(resolved, key=k), jax.random.key(0))
-        except ConfigError as err:  # drop JAX's note about filtered tracebacks
-            raise ConfigError(str(err).split("\n-----")[0]) from None
-    _check_metrics(config, dataset)
-    _check_labels(config, dataset)
-    if normalize_name(config.model.name) not in MODELS:
-        raise ConfigError(f"model.name: unknown model {config.model.name!r}; known: {', '.join(MODELS)}.")
-    return resolved
+    return dataclasses.replace(
+        config,
+        objective=dataclasses.replace(config.objective, logsnr_min=lo, logsnr_max=hi),
+        model=dataclasses.replace(config.model, sigma_data=sigma_data),
+    )

@@ -25,7 +25,6 @@ guidance's joint training of $\hat\epsilon(z;\lambda, c)$ and $\hat\epsilon(z;\l
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -39,7 +38,7 @@ from eqx_impl.losses import weighted_loss
 from eqx_impl.models.precision import FULL_FLOAT32, Precision
 from eqx_impl.proposals import AbstractProposal
 from eqx_impl.train.config import NONFINITE_POLICIES, OptimConfig
-from eqx_impl.train.optim import ema_decay_at, ema_update, model_optimizer
+from eqx_impl.train.optim import ema_decay_at, ema_update
 from eqx_impl.train.parallel import constrain_batch, constrain_replicated
 from eqx_impl.train.state import TrainState, initial_state
 from eqx_impl.weightings import AbstractWeighting
@@ -105,14 +104,6 @@ class Gradients(NamedTuple):
     proposal_grads: Any
 
 
-@functools.cache
-def _model_optimizer(settings: tuple, total_steps: int) -> optax.GradientTransformation:
-    """`model_optimizer` for the fields of an `OptimConfig`, built once per process: trainers
-    built from equal settings hold the same object, so they are equal pytrees (the optimiser
-    is a static field) and share compiled steps."""
-    return model_optimizer(OptimConfig(*settings), total_steps)
-
-
 class Trainer(eqx.Module):
     """The pure step function and its fixed ingredients (no arrays that change)."""
 
@@ -159,13 +150,10 @@ class Trainer(eqx.Module):
         mesh from `parallel.data_mesh`, or `None`); `nonfinite` is the policy for a step
         whose loss or gradient is not finite (see `steps`); `precision` the network's policy;
         `num_classes` and `label_dropout` make it class-conditional (see the module docstring)."""
-        # The step count matters only to a decaying learning rate; leaving it out otherwise
-        # lets runs of different lengths share one compiled step.
-        total_steps = int(total_steps) if optim.lr_decay != "constant" else 0
         return cls(
             weighting,
             proposal,
-            _model_optimizer(dataclasses.astuple(optim), total_steps),
+            optim.model_optimizer(total_steps),
             float(optim.ema_decay),
             bool(dropout),
             mesh,
