@@ -19,7 +19,6 @@ import math
 
 import equinox as eqx
 import jax
-import jax.core  # the Tracer checks below; `import jax` alone does not declare it
 import jax.numpy as jnp
 import numpy as np
 from equinox import AbstractVar
@@ -28,7 +27,7 @@ from jaxtyping import Float
 
 import _checks
 from eqx_impl import _xla_cpu
-from eqx_impl._floats import as_float
+from eqx_impl._floats import as_float, concrete
 from eqx_impl._typing import Array, LogSNR, PRNGKeyArray
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -195,13 +194,14 @@ class GaussianMixture(AbstractAnalyticData):
 
     def __check_init__(self):
         leaves = (self.weights, self.means, self.stds)
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        values = [concrete(leaf) for leaf in leaves]
+        if any(v is None for v in values):
             # Values are unknown under tracing: check the shapes only, with valid placeholder values.
             w, m, s = (np.full(leaf.shape, 1.0) for leaf in leaves)
             w = w / max(w.size, 1)
             _checks.mixture(w, m, s)
         else:
-            _checks.mixture(*(np.asarray(leaf) for leaf in leaves))
+            _checks.mixture(*values)
 
     @property
     def num_components(self) -> int:

@@ -15,12 +15,11 @@ from typing import cast
 
 import equinox as eqx
 import jax
-import jax.core  # the Tracer checks below; `import jax` alone does not declare it
 import jax.numpy as jnp
 from jaxtyping import Shaped
 
 import _checks
-from eqx_impl._floats import as_float
+from eqx_impl._floats import as_float, concrete
 from eqx_impl._typing import Array, ArrayLike, Float, Int, Scalar
 from eqx_impl.schedules import AbstractSchedule, alpha_sigma
 from eqx_impl.weightings import AbstractWeighting
@@ -122,9 +121,10 @@ def vdm_discrete_loss(
     i = jnp.asarray(i)
     if i.ndim != 0 or not jnp.issubdtype(i.dtype, jnp.integer):
         raise ValueError(f"step i must be an integer scalar in 1..{num_steps}, got {i!r}.")
-    if not isinstance(i, jax.core.Tracer):
-        if not 1 <= int(i) <= num_steps:
-            raise ValueError(_checks.step_out_of_range_message(f"i={int(i)}", num_steps))
+    known = concrete(i)
+    if known is not None:
+        if not 1 <= int(known) <= num_steps:
+            raise ValueError(_checks.step_out_of_range_message(f"i={int(known)}", num_steps))
     else:
         # error_if returns its input (an Array); its stub says PyTree.
         i = cast(Array, eqx.error_if(i, (i < 1) | (i > num_steps), _checks.step_out_of_range_message("i", num_steps)))

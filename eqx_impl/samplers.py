@@ -20,12 +20,12 @@ import math
 from collections.abc import Callable
 
 import jax
-import jax.core  # the Tracer checks below; `import jax` alone does not declare it
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 import _checks
+from eqx_impl._floats import concrete
 from eqx_impl._typing import Array, ArrayLike, Data, Float, PRNGKeyArray, Scalar
 from eqx_impl.schedules import alpha_sigma
 
@@ -41,8 +41,9 @@ def _steps_array(values, x: Array, name: str, increasing: bool) -> Array:
     order = "strictly increasing, noisiest first" if increasing else "strictly decreasing, >= 0"
     if values.ndim != 1 or values.shape[0] < 2:
         raise ValueError(f"{name} must be a 1-D array of at least 2 values ({order}), got shape {values.shape}.")
-    if not isinstance(values, jax.core.Tracer):  # concrete: the shared checks apply
-        (_checks.logsnrs if increasing else _checks.sigmas)(np.asarray(values, dtype=np.float64))
+    known = concrete(values)
+    if known is not None:  # the shared checks apply
+        (_checks.logsnrs if increasing else _checks.sigmas)(known.astype(np.float64))
     return values
 
 
@@ -63,7 +64,8 @@ def _noise(noise, key, n_steps: int, x: Array, who: str) -> Array:
 
 def _concrete(value) -> float | None:
     """`float(value)`, or None while `value` is traced (then it cannot be checked eagerly)."""
-    return None if isinstance(value, jax.core.Tracer) else float(value)
+    known = concrete(value)
+    return None if known is None else float(known)
 
 
 def _run(step, carry, inputs, final_sigma, unroll):
