@@ -14,10 +14,20 @@ import pytest
 import eqx_impl.analytic
 import eqx_impl.importance
 import eqx_impl.learned
+import eqx_impl.probe
+import eqx_impl.proposals
 import eqx_impl.schedules
 import eqx_impl.weightings
 
-MODULES = [eqx_impl.schedules, eqx_impl.weightings, eqx_impl.analytic, eqx_impl.learned, eqx_impl.importance]
+MODULES = [
+    eqx_impl.schedules,
+    eqx_impl.weightings,
+    eqx_impl.analytic,
+    eqx_impl.learned,
+    eqx_impl.importance,
+    eqx_impl.proposals,
+    eqx_impl.probe,
+]
 ALLOWED_OVERRIDES: set[tuple[str, str]] = set()  # none: every override is a bug
 
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from eqx_impl import cli
 from eqx_impl.train import ConfigError, config_from_dict, config_to_dict, load_config, train
-from eqx_impl.train.registry import resolve
+from eqx_impl.train.resolve import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((ROOT / "configs").glob("*.yaml"))}

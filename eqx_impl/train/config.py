@@ -16,7 +16,7 @@ eval:      {num_samples: 100, sampler: heun, sampling_steps: 32, metrics: [bpd, 
 | `DataConfig` | the name | `build()`: the `Dataset` |
 | `ModelConfig` | the name, `sigma_data` | `build(shape, target, key=)`: the `EpsModel` |
 | `ObjectiveConfig` | names, target, interval | `build_proposal(optim, key=)`, `build_weighting()` |
-| `OptimConfig` | rates, moments, clipping | `model_optimizer(total_steps)`: the optax optimiser |
+| `OptimConfig` | rates, moments, clipping | (`optim.model_optimizer(config.optim, steps)`, cached) |
 | `TrainConfig` | counts, policies | |
 | `EvalConfig` | sampler, metrics, counts | |
 
@@ -32,7 +32,6 @@ checked by their constructors, through `registry`, when the objects are built.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import types
@@ -46,10 +45,9 @@ import yaml
 
 from eqx_impl import names
 from eqx_impl.names import METRICS, PRECISIONS, SAMPLERS, TARGETS
+from eqx_impl.train.errors import ConfigError
 
 if TYPE_CHECKING:  # the build methods import them when called: loading a config needs no JAX
-    import optax
-
     from eqx_impl.data import Dataset
     from eqx_impl.models.parameterization import EpsModel
     from eqx_impl.proposals import AbstractProposal
@@ -71,10 +69,6 @@ __all__ = [
     "load_config",
     "parse_override",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration file, key or value that cannot be used; the message says how to fix it."""
 
 
 LR_DECAYS = ("constant", "cosine")
@@ -113,7 +107,7 @@ class DataConfig:
         """**Returns:** the `Dataset` (`eqx_impl.data.load(name, **args)`; its errors as `ConfigError`)."""
         from eqx_impl.train import registry
 
-        return registry.build_dataset(self)
+        return registry.build_dataset(self.name, self.args)
 
 
 @dataclass(frozen=True)
@@ -141,7 +135,11 @@ class ModelConfig:
         """
         from eqx_impl.train import registry
 
-        return registry.build_model(self, tuple(shape), target, key=key)
+        if self.sigma_data is None:
+            raise ValueError("ModelConfig.build: sigma_data is null; resolve the config first (resolve.resolve).")
+        return registry.build_model(
+            self.name, self.args, tuple(shape), target, self.sigma_data, self.normalize_input, key=key
+        )
 
 
 @dataclass(frozen=True)
@@ -193,7 +191,8 @@ class ObjectiveConfig:
         """
         from eqx_impl.train import registry
 
-        return registry.build_proposal(self, optim, key=key)
+        interval = (self.logsnr_min, self.logsnr_max)
+        return registry.build_proposal(self.schedule, self.schedule_args, interval, optim.schedule_adam, key=key)
 
     def build_weighting(self) -> AbstractWeighting:
         """The weighting $w(\\lambda)$ (a `-monotonic` one made monotone on `interval`).
@@ -237,21 +236,10 @@ class OptimConfig:
         clip = self.grad_clip
         _require(clip is None or clip > 0, "optim.grad_clip", clip, "a positive number or null")
 
-    def model_optimizer(self, total_steps: int) -> optax.GradientTransformation:
-        """The model's optimiser (`optim.model_optimizer`), built once per process for equal
-        settings, so trainers from equal configs hold the same object and share compiled
-        steps. `total_steps` matters only to a decaying rate.
-
-        **Returns:** an optax `GradientTransformation`.
-        """
-        return _model_optimizer(self, int(total_steps) if self.lr_decay != "constant" else 0)
-
-
-@functools.cache
-def _model_optimizer(optim: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    from eqx_impl.train.optim import model_optimizer
-
-    return model_optimizer(optim, total_steps)
+    @property
+    def schedule_adam(self) -> dict[str, float]:
+        """Adam's settings for a learned schedule: `lr` (`schedule_lr`), `b1`, `b2`, `eps`."""
+        return {"lr": self.schedule_lr, "b1": self.b1, "b2": self.b2, "eps": self.eps}
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from eqx_impl.train.fit import fit
 from eqx_impl.train.plots import plot_loss_curve, plot_proposal
 from eqx_impl.train.preflight import PreflightReport, check_or_raise, run_preflight
 from eqx_impl.train.progress import read_metrics
-from eqx_impl.train.registry import resolve
+from eqx_impl.train.resolve import resolve
 from eqx_impl.train.run import Run, open_run, restore_state, with_run_dir
 from eqx_impl.train.state import TrainState
 from eqx_impl.train.step import Trainer, init_state
@@ -63,7 +63,7 @@ class Setup:
 
 def build(config: Config, dataset: data_lib.Dataset | None = None) -> Setup:
     """Build each object of `config` once: the data set, the proposal (whose interval, with
-    the data's `sigma_data`, resolves the config: `registry.resolve`), the weighting, the
+    the data's `sigma_data`, resolves the config: `resolve.resolve`), the weighting, the
     network, the trainer and the initial state. Keys: `split(key(train.seed), 3)` for
     (model, schedule, training).
 

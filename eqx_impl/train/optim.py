@@ -3,6 +3,7 @@ for a learned schedule, and the exponential moving average of the weights."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import equinox as eqx
@@ -38,8 +39,11 @@ def _matrices(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+@functools.cache
 def model_optimizer(config: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """Clip the global gradient norm to `grad_clip`, then AdamW.
+    """Clip the global gradient norm to `grad_clip`, then AdamW. Built once per process for
+    equal (frozen, hashable) settings, so trainers from equal configs hold the same object,
+    are equal pytrees and share compiled steps.
 
     **Returns:** an optax `GradientTransformation` on the model's floating-point leaves.
     """

@@ -15,7 +15,6 @@ objects itself). Names are case-insensitive and `_` reads as `-`.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import equinox as eqx
-import numpy as np
 
 import eqx_impl as ex
 from eqx_impl import data as data_lib
@@ -31,7 +29,7 @@ from eqx_impl.models.init import initialise
 from eqx_impl.names import normalize_name
 from eqx_impl.proposals import AbstractProposal, AdaptiveProposal, FixedProposal, LearnedProposal
 from eqx_impl.schedules import DEFAULT_LOGSNR_MAX, DEFAULT_LOGSNR_MIN
-from eqx_impl.train.config import Config, ConfigError, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig
+from eqx_impl.train.errors import ConfigError
 
 __all__ = [
     "SCHEDULES",
@@ -43,34 +41,33 @@ __all__ = [
     "build_model",
     "build_proposal",
     "build_weighting",
-    "resolve",
 ]
 
 
-def _fixed(schedule, optim: OptimConfig) -> AbstractProposal:
-    del optim
+def _fixed(schedule, **adam: float) -> AbstractProposal:
+    del adam
     return FixedProposal(schedule)
 
 
-def _adaptive(adaptive, optim: OptimConfig) -> AbstractProposal:
-    del optim
+def _adaptive(adaptive, **adam: float) -> AbstractProposal:
+    del adam
     return AdaptiveProposal(adaptive)
 
 
-def _learned(learned, optim: OptimConfig) -> AbstractProposal:
-    return LearnedProposal(learned, optim.schedule_lr, optim.b1, optim.b2, optim.eps)
+def _learned(learned, *, lr: float, b1: float, b2: float, eps: float) -> AbstractProposal:
+    return LearnedProposal(learned, lr, b1, b2, eps)
 
 
 @dataclass(frozen=True)
 class Entry:
     """One named object: its `eqx_impl` constructor; for a schedule, whether it takes the
     objective's interval (`logsnr_min`, `logsnr_max`) and a `key`, and the proposal that
-    wraps it (given the optimiser settings, for a learned schedule's Adam)."""
+    wraps it (given Adam's `lr`, `b1`, `b2`, `eps`, which a learned schedule trains with)."""
 
     eqx: Callable[..., Any]
     takes_range: bool = False
     takes_key: bool = False
-    proposal: Callable[[Any, OptimConfig], AbstractProposal] = _fixed
+    proposal: Callable[..., AbstractProposal] = _fixed
 
     def accepted(self) -> tuple[str, ...]:
         params = inspect.signature(self.eqx).parameters
@@ -179,19 +176,27 @@ def build_weighting(
 # --- proposals ----------------------------------------------------------------------------
 
 
-def build_proposal(objective: ObjectiveConfig, optim: OptimConfig, *, key) -> AbstractProposal:
-    """The proposal named by `objective.schedule`: the schedule on the objective's interval
-    (`null` ends: −20, 20), or on its own for `ddpm-linear` (set by `beta_min`, `beta_max`,
-    `t_eps`), wrapped by its `Entry.proposal`; `key` draws a learned schedule.
+def build_proposal(
+    name: str,
+    args: Mapping[str, Any],
+    interval: tuple[float | None, float | None],
+    adam: Mapping[str, float],
+    *,
+    key,
+) -> AbstractProposal:
+    """The proposal of schedule `name` with arguments `args`: on `interval` (`None` ends:
+    −20, 20), or on its own for `ddpm-linear` (set by `beta_min`, `beta_max`, `t_eps`),
+    wrapped by its `Entry.proposal` (a learned one trains with Adam's settings `adam`);
+    `key` draws a learned schedule.
 
     **Returns:** an `AbstractProposal`.
     """
-    name = normalize_name(objective.schedule)
+    name = normalize_name(name)
     entry = SCHEDULES[name]  # the config checked the name
-    kwargs = _kwargs(entry, objective.schedule_args, "objective.schedule_args", f"schedule {name!r}")
+    kwargs = _kwargs(entry, args, "objective.schedule_args", f"schedule {name!r}")
     if entry.takes_range:
-        lo = DEFAULT_LOGSNR_MIN if objective.logsnr_min is None else objective.logsnr_min
-        hi = DEFAULT_LOGSNR_MAX if objective.logsnr_max is None else objective.logsnr_max
+        lo = DEFAULT_LOGSNR_MIN if interval[0] is None else interval[0]
+        hi = DEFAULT_LOGSNR_MAX if interval[1] is None else interval[1]
         kwargs = {"logsnr_min": float(lo), "logsnr_max": float(hi), **kwargs}
     if name == "learned" and not kwargs.get("fixed_endpoints", True):
         raise ConfigError(
@@ -203,33 +208,19 @@ def build_proposal(objective: ObjectiveConfig, optim: OptimConfig, *, key) -> Ab
     if entry.takes_key:
         kwargs["key"] = key
     schedule = _construct(entry.eqx, kwargs, "objective.schedule_args", f"schedule {name!r}")
-    return entry.proposal(schedule, optim)
-
-
-def _check_interval(objective: ObjectiveConfig, own: tuple[float, float]) -> None:
-    """A schedule that fixes its own interval (`ddpm-linear`) leaves the configured one
-    `null` or equal to it."""
-    for key, configured, value in zip(
-        ("logsnr_min", "logsnr_max"), (objective.logsnr_min, objective.logsnr_max), own, strict=True
-    ):
-        if configured is not None and not math.isclose(configured, value, rel_tol=1e-9, abs_tol=1e-9):
-            raise ConfigError(
-                f"objective.{key} = {configured} but schedule {objective.schedule!r} fixes its interval to "
-                f"[{own[0]:.6g}, {own[1]:.6g}] through its arguments; set objective.logsnr_min and "
-                "objective.logsnr_max to null."
-            )
+    return entry.proposal(schedule, **adam)
 
 
 # --- data and models -----------------------------------------------------------------------
 
 
-def build_dataset(data: DataConfig) -> data_lib.Dataset:
-    """`eqx_impl.data.load(data.name, **data.args)`, errors as `ConfigError`.
+def build_dataset(name: str, args: Mapping[str, Any]) -> data_lib.Dataset:
+    """`eqx_impl.data.load(name, **args)`, errors as `ConfigError`.
 
     **Returns:** a `Dataset`.
     """
     try:
-        return data_lib.load(data.name, **data.args)
+        return data_lib.load(name, **args)
     except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as err:
         raise ConfigError(
             f"data: {type(err).__name__}: {err}" if not isinstance(err, ValueError) else f"data: {err}"
@@ -268,8 +259,8 @@ def _zero_output(kwargs: Mapping[str, Any], output: Callable):
     return (lambda net: (output(net),)) if kwargs.get("zero_init_output", True) else None
 
 
-def _mlp(model: ModelConfig, shape: tuple[int, ...], *, key):
-    kwargs = _network_args(ex.MLP, model.args, {"data_dim"}, "mlp")
+def _mlp(args: Mapping[str, Any], shape: tuple[int, ...], *, key):
+    kwargs = _network_args(ex.MLP, args, {"data_dim"}, "mlp")
     dim = math.prod(shape)
 
     def make(**kw):
@@ -279,13 +270,13 @@ def _mlp(model: ModelConfig, shape: tuple[int, ...], *, key):
     return net if len(shape) == 1 else Flatten(net, tuple(shape))
 
 
-def _unet(model: ModelConfig, shape: tuple[int, ...], *, key):
+def _unet(args: Mapping[str, Any], shape: tuple[int, ...], *, key):
     if len(shape) != 3:
         raise ConfigError(
             f"model.name: 'unet' needs images of shape (C, H, W), the data has shape {shape}; "
             "use model.name=mlp for vector data."
         )
-    kwargs = _network_args(ex.UNet, model.args, {"in_channels"}, "unet")
+    kwargs = _network_args(ex.UNet, args, {"in_channels"}, "unet")
 
     def make(**kw):
         return initialise(lambda k: ex.UNet(shape[0], key=k, **kw), key, zero=_zero_output(kw, lambda n: n.conv_out))
@@ -296,71 +287,22 @@ def _unet(model: ModelConfig, shape: tuple[int, ...], *, key):
 NETWORKS: dict[str, Callable[..., Any]] = {"mlp": _mlp, "unet": _unet}
 
 
-def build_model(model: ModelConfig, shape: tuple[int, ...], target: str, *, key) -> ex.EpsModel:
-    """The ε-model: the configured network predicting `target`, wrapped in `EpsModel` (which
-    converts its prediction to ε̂). The network is built by `models.init.initialise`
-    (structure traced abstractly, values drawn on the host): no compilation, well under a
-    second for the digits U-Net.
+def build_model(
+    name: str,
+    args: Mapping[str, Any],
+    shape: tuple[int, ...],
+    target: str,
+    sigma_data: float,
+    normalize_input: bool | None,
+    *,
+    key,
+) -> ex.EpsModel:
+    """The ε-model: network `name` with arguments `args` for data of `shape`, predicting
+    `target`, wrapped in `EpsModel` (which converts its prediction to ε̂). The network is
+    built by `models.init.initialise` (structure traced abstractly, values drawn on the
+    host): no compilation, well under a second for the digits U-Net.
 
     **Returns:** an `EpsModel`.
     """
-    if model.sigma_data is None:
-        raise ValueError("build_model: model.sigma_data is null; resolve the config first (registry.resolve).")
-    net = NETWORKS[normalize_name(model.name)](model, tuple(shape), key=key)  # the config checked the name
-    return ex.EpsModel(net, target, model.sigma_data, model.normalize_input)
-
-
-def _check_metrics(config: Config, dataset: data_lib.Dataset) -> None:
-    """Fail before training, not after, when a metric cannot be computed on this data set."""
-    for name in config.eval.metrics:
-        if name == "fd" and dataset.train_labels is None:
-            raise ConfigError(
-                f"eval.metrics: 'fd' needs a labelled data set to train its classifier "
-                f"(digits, mnist, cifar10); {dataset.name!r} has no labels."
-            )
-        if name in ("gmm_nll", "bayes_gap") and not {"weights", "means", "stds"} <= set(dataset.params):
-            raise ConfigError(
-                f"eval.metrics: {name!r} needs the exact mixture density of the 'gmm' data set; "
-                f"{dataset.name!r} has none."
-            )
-
-
-def _check_labels(config: Config, dataset: data_lib.Dataset) -> None:
-    """A class-conditional model (`model.args.num_classes`) needs a labelled data set whose
-    labels lie in `0..num_classes-1`."""
-    num_classes = config.model.args.get("num_classes")
-    if num_classes is None:
-        return
-    if dataset.train_labels is None:
-        raise ConfigError(
-            f"model.args.num_classes={num_classes}: a class-conditional model needs labels, and the "
-            f"data set {dataset.name!r} has none; use a labelled one (digits, mnist, cifar10) or "
-            "remove model.args.num_classes to train an unconditional model."
-        )
-    top = int(np.max(dataset.train_labels))
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= top:
-        raise ConfigError(
-            f"model.args.num_classes must be an integer > {top}, the largest label of {dataset.name!r} "
-            f"(its labels are 0..{top}), got {num_classes!r}."
-        )
-
-
-def resolve(config: Config, dataset: data_lib.Dataset, proposal: AbstractProposal) -> Config:
-    """Fill in what the config leaves to the data and the proposal: `model.sigma_data`
-    (measured on the training set) and the log-SNR interval (the proposal's); check what
-    needs the data set (metrics, labels).
-
-    **Returns:** a new `Config` (the one written to the run directory).
-    """
-    lo, hi = (float(v) for v in proposal.logsnr_range)
-    _check_interval(config.objective, (lo, hi))
-    _check_metrics(config, dataset)
-    _check_labels(config, dataset)
-    sigma_data = config.model.sigma_data
-    if sigma_data is None:
-        sigma_data = float(dataset.sigma_data)
-    return dataclasses.replace(
-        config,
-        objective=dataclasses.replace(config.objective, logsnr_min=lo, logsnr_max=hi),
-        model=dataclasses.replace(config.model, sigma_data=sigma_data),
-    )
+    net = NETWORKS[normalize_name(name)](args, tuple(shape), key=key)  # the config checked the name
+    return ex.EpsModel(net, target, sigma_data, normalize_input)

@@ -38,7 +38,7 @@ from eqx_impl.losses import weighted_loss
 from eqx_impl.models.precision import FULL_FLOAT32, Precision
 from eqx_impl.proposals import AbstractProposal
 from eqx_impl.train.config import NONFINITE_POLICIES, OptimConfig
-from eqx_impl.train.optim import ema_decay_at, ema_update
+from eqx_impl.train.optim import ema_decay_at, ema_update, model_optimizer
 from eqx_impl.train.parallel import constrain_batch, constrain_replicated
 from eqx_impl.train.state import TrainState, initial_state
 from eqx_impl.weightings import AbstractWeighting
@@ -153,7 +153,8 @@ class Trainer(eqx.Module):
         return cls(
             weighting,
             proposal,
-            optim.model_optimizer(total_steps),
+            # The step count matters only to a decaying rate: runs of other lengths share the step.
+            model_optimizer(optim, int(total_steps) if optim.lr_decay != "constant" else 0),
             float(optim.ema_decay),
             bool(dropout),
             mesh,
