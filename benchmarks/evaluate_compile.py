@@ -64,7 +64,7 @@ def _setup(config_path: str, num: int, steps: int):
     import equinox as eqx
 
     from benchmarks.sampler_compile import without_zero_leaves
-    from eqx_impl.train.config import load_config
+    from eqx_impl.train.config_io import load_config
     from eqx_impl.train.loop import build
 
     overrides = [

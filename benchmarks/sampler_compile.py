@@ -130,7 +130,7 @@ def digits_unet(config: str = "configs/digits.yaml"):
     """
     import math
 
-    from eqx_impl.train.config import load_config
+    from eqx_impl.train.config_io import load_config
     from eqx_impl.train.loop import build
 
     setup = build(load_config(config))

@@ -30,7 +30,7 @@ import numpy as np
 
 from benchmarks.flops import matmul_flops
 from eqx_impl.models.count import count_params
-from eqx_impl.train.config import load_config
+from eqx_impl.train.config_io import load_config
 from eqx_impl.train.loop import build
 from eqx_impl.train.step import lower_steps
 

@@ -197,7 +197,8 @@ def _format_metrics(values: dict) -> str:
 
 
 def _cmd_train(args) -> int:
-    from eqx_impl.train.config import ConfigError, load_config
+    from eqx_impl.train.config import ConfigError
+    from eqx_impl.train.config_io import load_config
 
     multi_host = (args.coordinator, args.num_processes, args.process_id)
     if any(v is not None for v in multi_host):

@@ -43,7 +43,7 @@ import numpy as np
 
 from eqx_impl import data as data_lib
 from eqx_impl import evaluation as ev
-from eqx_impl.train.config import config_from_dict
+from eqx_impl.train.config_io import config_from_dict
 from eqx_impl.train.evaluate import draw_samples, evaluate_model
 from eqx_impl.train.loop import build
 from eqx_impl.train.step import run_steps

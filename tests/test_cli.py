@@ -179,7 +179,7 @@ def test_file_errors(tmp_path):
 def test_resolved_config_round_trips(tmp_path):
     config = load_config(ROOT / "configs" / "gmm.yaml", ["data.args.num_train=64"])
     setup = build(config)
-    from eqx_impl.train.config import dump_config
+    from eqx_impl.train.config_io import dump_config
 
     dump_config(setup.config, tmp_path / "config.yaml")
     again = load_config(tmp_path / "config.yaml")

@@ -58,7 +58,7 @@ def test_unet_training_step_is_mostly_convolutions():
     # matmuls are at least 90% of XLA's count and never more than it.
     from benchmarks.unet_throughput import _xla_flops as compiled_flops
     from benchmarks.unet_throughput import step_flops
-    from eqx_impl.train.config import load_config
+    from eqx_impl.train.config_io import load_config
     from eqx_impl.train.loop import build
     from eqx_impl.train.step import lower_steps
 

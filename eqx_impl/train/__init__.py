@@ -26,12 +26,8 @@ if TYPE_CHECKING:
         ObjectiveConfig,
         OptimConfig,
         TrainConfig,
-        apply_overrides,
-        config_from_dict,
-        config_to_dict,
-        dump_config,
-        load_config,
     )
+    from eqx_impl.train.config_io import apply_overrides, config_from_dict, config_to_dict, dump_config, load_config
     from eqx_impl.train.fit import TrainingDiverged
     from eqx_impl.train.loop import Setup, TrainResult, build, train
     from eqx_impl.train.preflight import PreflightError, PreflightReport, run_preflight

@@ -16,7 +16,8 @@ import yaml
 
 from eqx_impl.train import checkpoint as ckpt
 from eqx_impl.train import parallel
-from eqx_impl.train.config import Config, ConfigError, config_to_dict, dump_config
+from eqx_impl.train.config import Config, ConfigError
+from eqx_impl.train.config_io import config_to_dict, dump_config
 from eqx_impl.train.files import atomic_write_text
 from eqx_impl.train.state import TrainState
 

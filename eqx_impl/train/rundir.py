@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eqx_impl.train.config import Config, ConfigError, load_config
+from eqx_impl.train.config import Config, ConfigError
+from eqx_impl.train.config_io import load_config
 
 if TYPE_CHECKING:  # load_run imports them: run_config alone does not load JAX
     from eqx_impl.train.loop import Setup
