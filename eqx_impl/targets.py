@@ -25,6 +25,9 @@ and gradients finite there; tested):
 
 from __future__ import annotations
 
+import abc
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -42,12 +45,149 @@ def _alpha_sigma(logsnr: Array) -> tuple[Array, Array]:
     return jnp.exp(0.5 * jax.nn.log_sigmoid(logsnr)), jnp.exp(0.5 * jax.nn.log_sigmoid(-logsnr))
 
 
+def _inv_alpha(logsnr: Array) -> Array:
+    r"""$1/\alpha = e^{\frac12\mathrm{softplus}(-\lambda)}$: no division, finite for $|\lambda| \le 30$."""
+    return jnp.exp(0.5 * jax.nn.softplus(-logsnr))
+
+
 def _edm_denominator(logsnr: Array, sigma_data: float) -> Array:
     r"""$D = \sigma^2 + \sigma_d^2\alpha^2 = \alpha^2(\sigma_{\mathrm{edm}}^2 + \sigma_d^2)$.
 
     **Returns:** an array like `logsnr`, $\ge \min(1, \sigma_d^2)$.
     """
     return jax.nn.sigmoid(-logsnr) + sigma_data**2 * jax.nn.sigmoid(logsnr)
+
+
+class _AbstractTarget(eqx.Module):
+    r"""One prediction target $y$: its factor $f_y$, its value, and the conversions to and from ε̂.
+
+    The public functions cast and validate, compute $\alpha, \sigma$ once and dispatch here;
+    every method acts elementwise on arrays of one dtype.
+    """
+
+    @abc.abstractmethod
+    def factor(self, logsnr: Array, sigma_data: float) -> Array:
+        r"""$f_y(\lambda)$."""
+
+    @abc.abstractmethod
+    def value(self, x: Array, eps: Array, alpha: Array, sigma: Array, logsnr: Array, sigma_data: float) -> Array:
+        r"""$y(x, \epsilon, \lambda)$."""
+
+    @abc.abstractmethod
+    def eps_from_prediction(
+        self, prediction: Array, z: Array, alpha: Array, sigma: Array, logsnr: Array, sigma_data: float
+    ) -> Array:
+        r"""$\hat\epsilon$ from $\hat y$ at $z$."""
+
+    @abc.abstractmethod
+    def prediction_from_eps(
+        self, eps_hat: Array, z: Array, alpha: Array, sigma: Array, logsnr: Array, sigma_data: float
+    ) -> Array:
+        r"""$\hat y$ from $\hat\epsilon$ at $z$."""
+
+
+class _Eps(_AbstractTarget):
+    r"""$y = \epsilon$, $f = 1$; the conversions are the identity."""
+
+    def factor(self, logsnr, sigma_data):
+        return jnp.ones_like(logsnr)
+
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data):
+        return eps
+
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data):
+        return prediction
+
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data):
+        return eps_hat
+
+
+class _X(_AbstractTarget):
+    r"""$y = x$, $f = e^{-\lambda}$.
+
+    $\hat\epsilon = (z - \alpha\hat x)/\sigma$, $\hat x = (z - \sigma\hat\epsilon)/\alpha$.
+    """
+
+    def factor(self, logsnr, sigma_data):
+        return jnp.exp(-logsnr)
+
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data):
+        return x
+
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data):
+        # 1/σ = exp(½ softplus(λ)): no division, finite for |λ| ≤ 30 in float32.
+        return (z - alpha * prediction) * jnp.exp(0.5 * jax.nn.softplus(logsnr))
+
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data):
+        inv_alpha = _inv_alpha(logsnr)
+        return (z - sigma * eps_hat) * inv_alpha
+
+
+class _V(_AbstractTarget):
+    r"""$y = \alpha\epsilon - \sigma x$, $f = 1 + e^{-\lambda}$.
+
+    $\hat\epsilon = \sigma z + \alpha\hat v$, $\hat v = (\hat\epsilon - \sigma z)/\alpha$.
+    """
+
+    def factor(self, logsnr, sigma_data):
+        return 1.0 + jnp.exp(-logsnr)
+
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data):
+        return alpha * eps - sigma * x
+
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data):
+        return sigma * z + alpha * prediction
+
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data):
+        inv_alpha = _inv_alpha(logsnr)
+        return (eps_hat - sigma * z) * inv_alpha
+
+
+class _F(_AbstractTarget):
+    r"""EDM's $F$: $y = (\sigma x/\sigma_d - \alpha\sigma_d\epsilon)/\sqrt D$, $f = e^{-\lambda}/\sigma_d^2 + 1$.
+
+    $\hat\epsilon = \sigma z/D - \alpha\sigma_d\hat F/\sqrt D$,
+    $\hat F = \frac{\sqrt D}{\alpha\sigma_d}(\sigma z/D - \hat\epsilon)$, $D = \sigma^2 + \sigma_d^2\alpha^2$.
+    """
+
+    def factor(self, logsnr, sigma_data):
+        return jnp.exp(-logsnr) / sigma_data**2 + 1.0
+
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data):
+        d = _edm_denominator(logsnr, sigma_data)
+        return (sigma * x / sigma_data - alpha * sigma_data * eps) / jnp.sqrt(d)
+
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data):
+        d = _edm_denominator(logsnr, sigma_data)
+        return sigma * z / d - alpha * sigma_data * prediction / jnp.sqrt(d)
+
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data):
+        inv_alpha = _inv_alpha(logsnr)
+        d = _edm_denominator(logsnr, sigma_data)
+        return jnp.sqrt(d) * inv_alpha / sigma_data * (sigma * z / d - eps_hat)
+
+
+class _U(_AbstractTarget):
+    r"""Flow velocity $y = \epsilon - x$, $f = (1 + e^{-\lambda/2})^2$.
+
+    $\hat\epsilon = (z + \alpha\hat u)/(\alpha + \sigma)$, $\hat u = ((\alpha + \sigma)\hat\epsilon - z)/\alpha$.
+    """
+
+    def factor(self, logsnr, sigma_data):
+        return (1.0 + jnp.exp(-0.5 * logsnr)) ** 2
+
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data):
+        return eps - x
+
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data):
+        return (z + alpha * prediction) / (alpha + sigma)
+
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data):
+        inv_alpha = _inv_alpha(logsnr)
+        return ((alpha + sigma) * eps_hat - z) * inv_alpha
+
+
+_TARGETS: dict[str, _AbstractTarget] = {"eps": _Eps(), "x": _X(), "v": _V(), "F": _F(), "u": _U()}
 
 
 def target_factor(target: str, logsnr: LogSNR, sigma_data: float = 0.5) -> Float[Array, "*shape"]:
@@ -59,16 +199,7 @@ def target_factor(target: str, logsnr: LogSNR, sigma_data: float = 0.5) -> Float
     **Returns:** an array like `logsnr` (float).
     """
     _checks.target(target)
-    logsnr = as_float(logsnr)
-    if target == "eps":
-        return jnp.ones_like(logsnr)
-    if target == "x":
-        return jnp.exp(-logsnr)
-    if target == "v":
-        return 1.0 + jnp.exp(-logsnr)
-    if target == "F":
-        return jnp.exp(-logsnr) / sigma_data**2 + 1.0
-    return (1.0 + jnp.exp(-0.5 * logsnr)) ** 2
+    return _TARGETS[target].factor(as_float(logsnr), sigma_data)
 
 
 def target_value(target: str, x: Data, eps: Data, logsnr: LogSNR, sigma_data: float = 0.5) -> Float[Array, "*dims"]:
@@ -86,16 +217,7 @@ def target_value(target: str, x: Data, eps: Data, logsnr: LogSNR, sigma_data: fl
     _checks.target(target)
     logsnr = jnp.asarray(logsnr, dtype=x.dtype)
     alpha, sigma = _alpha_sigma(logsnr)
-    if target == "eps":
-        return eps
-    if target == "x":
-        return x
-    if target == "v":
-        return alpha * eps - sigma * x
-    if target == "F":
-        d = _edm_denominator(logsnr, sigma_data)
-        return (sigma * x / sigma_data - alpha * sigma_data * eps) / jnp.sqrt(d)
-    return eps - x
+    return _TARGETS[target].value(x, eps, alpha, sigma, logsnr, sigma_data)
 
 
 def eps_from_prediction(
@@ -119,17 +241,7 @@ def eps_from_prediction(
     _checks.target(target)
     logsnr = jnp.asarray(logsnr, dtype=z.dtype)
     alpha, sigma = _alpha_sigma(logsnr)
-    if target == "eps":
-        return prediction
-    if target == "x":
-        # 1/σ = exp(½ softplus(λ)): no division, finite for |λ| ≤ 30 in float32.
-        return (z - alpha * prediction) * jnp.exp(0.5 * jax.nn.softplus(logsnr))
-    if target == "v":
-        return sigma * z + alpha * prediction
-    if target == "F":
-        d = _edm_denominator(logsnr, sigma_data)
-        return sigma * z / d - alpha * sigma_data * prediction / jnp.sqrt(d)
-    return (z + alpha * prediction) / (alpha + sigma)
+    return _TARGETS[target].eps_from_prediction(prediction, z, alpha, sigma, logsnr, sigma_data)
 
 
 def prediction_from_eps(
@@ -148,14 +260,4 @@ def prediction_from_eps(
     _checks.target(target)
     logsnr = jnp.asarray(logsnr, dtype=z.dtype)
     alpha, sigma = _alpha_sigma(logsnr)
-    if target == "eps":
-        return eps_hat
-    inv_alpha = jnp.exp(0.5 * jax.nn.softplus(-logsnr))
-    if target == "x":
-        return (z - sigma * eps_hat) * inv_alpha
-    if target == "v":
-        return (eps_hat - sigma * z) * inv_alpha
-    if target == "F":
-        d = _edm_denominator(logsnr, sigma_data)
-        return jnp.sqrt(d) * inv_alpha / sigma_data * (sigma * z / d - eps_hat)
-    return ((alpha + sigma) * eps_hat - z) * inv_alpha
+    return _TARGETS[target].prediction_from_eps(eps_hat, z, alpha, sigma, logsnr, sigma_data)

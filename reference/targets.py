@@ -13,6 +13,8 @@ For each target $y$, $\|y - \hat y\|^2 = f_y(\lambda)\,\|\epsilon - \hat\epsilon
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 from scipy import special
 
@@ -22,25 +24,7 @@ from reference.schedules import alpha_sigma
 TARGETS = _checks.TARGETS
 
 
-def target_factor(target: str, logsnr, sigma_data: float = 0.5):
-    r"""The factor $f$ in $\|y - \hat y\|^2 = f(\lambda)\|\epsilon - \hat\epsilon\|^2$, target $y$.
-
-    **Returns:** an array like `logsnr`.
-    """
-    _checks.target(target)
-    logsnr = np.asarray(logsnr, dtype=np.float64)
-    if target == "eps":
-        return np.ones_like(logsnr)
-    if target == "x":
-        return np.exp(-logsnr)
-    if target == "v":
-        return 1.0 + np.exp(-logsnr)
-    if target == "F":
-        return np.exp(-logsnr) / sigma_data**2 + 1.0
-    return (1.0 + np.exp(-0.5 * logsnr)) ** 2
-
-
-# --- conversions between a network's prediction and ε̂ --------------------------------------
+# --- the targets; the denominator D of EDM's F ------------------------------------------
 #
 # With $D = \sigma^2 + \sigma_d^2\alpha^2 = \alpha^2(\sigma_{\mathrm{edm}}^2 + \sigma_d^2)$ the EDM
 # preconditioning becomes $c_{\mathrm{in}} z_{\mathrm{edm}} = z/\sqrt D$ and
@@ -55,6 +39,139 @@ def _edm_denominator(logsnr, sigma_data: float):
     **Returns:** an array like `logsnr`.
     """
     return special.expit(-logsnr) + sigma_data**2 * special.expit(logsnr)
+
+
+class _AbstractTarget(abc.ABC):
+    r"""One prediction target $y$: its factor $f_y$, its value, and the conversions to and from ε̂.
+
+    The public functions cast to float64, validate, compute $\alpha, \sigma$ once and dispatch
+    here; every method acts elementwise.
+    """
+
+    @abc.abstractmethod
+    def factor(self, logsnr, sigma_data: float):
+        r"""$f_y(\lambda)$."""
+
+    @abc.abstractmethod
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data: float):
+        r"""$y(x, \epsilon, \lambda)$."""
+
+    @abc.abstractmethod
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data: float):
+        r"""$\hat\epsilon$ from $\hat y$ at $z$."""
+
+    @abc.abstractmethod
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data: float):
+        r"""$\hat y$ from $\hat\epsilon$ at $z$."""
+
+
+class _Eps(_AbstractTarget):
+    r"""$y = \epsilon$, $f = 1$; the conversions are the identity (copies)."""
+
+    def factor(self, logsnr, sigma_data):
+        return np.ones_like(logsnr)
+
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data):
+        return eps.copy()
+
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data):
+        return prediction.copy()
+
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data):
+        return eps_hat.copy()
+
+
+class _X(_AbstractTarget):
+    r"""$y = x$, $f = e^{-\lambda}$.
+
+    $\hat\epsilon = (z - \alpha\hat x)/\sigma$, $\hat x = (z - \sigma\hat\epsilon)/\alpha$.
+    """
+
+    def factor(self, logsnr, sigma_data):
+        return np.exp(-logsnr)
+
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data):
+        return x.copy()
+
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data):
+        return (z - alpha * prediction) / sigma
+
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data):
+        return (z - sigma * eps_hat) / alpha
+
+
+class _V(_AbstractTarget):
+    r"""$y = v = \alpha\epsilon - \sigma x$, $f = 1 + e^{-\lambda}$.
+
+    $\hat\epsilon = \sigma z + \alpha\hat v$ (since $\sigma z + \alpha v = (\sigma^2 + \alpha^2)\epsilon$),
+    $\hat v = (\hat\epsilon - \sigma z)/\alpha$.
+    """
+
+    def factor(self, logsnr, sigma_data):
+        return 1.0 + np.exp(-logsnr)
+
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data):
+        return alpha * eps - sigma * x
+
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data):
+        return sigma * z + alpha * prediction
+
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data):
+        return (eps_hat - sigma * z) / alpha
+
+
+class _F(_AbstractTarget):
+    r"""EDM's $F$: $y = (\sigma x/\sigma_d - \alpha\sigma_d\epsilon)/\sqrt D$, $f = e^{-\lambda}/\sigma_d^2 + 1$.
+
+    $\hat\epsilon = \sigma z/D - \alpha\sigma_d\hat F/\sqrt D$,
+    $\hat F = \frac{\sqrt D}{\alpha\sigma_d}(\sigma z/D - \hat\epsilon)$, $D = \sigma^2 + \sigma_d^2\alpha^2$.
+    """
+
+    def factor(self, logsnr, sigma_data):
+        return np.exp(-logsnr) / sigma_data**2 + 1.0
+
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data):
+        d = _edm_denominator(logsnr, sigma_data)
+        return (sigma * x / sigma_data - alpha * sigma_data * eps) / np.sqrt(d)
+
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data):
+        d = _edm_denominator(logsnr, sigma_data)
+        return sigma * z / d - alpha * sigma_data * prediction / np.sqrt(d)
+
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data):
+        d = _edm_denominator(logsnr, sigma_data)
+        return np.sqrt(d) / (alpha * sigma_data) * (sigma * z / d - eps_hat)
+
+
+class _U(_AbstractTarget):
+    r"""Flow velocity $y = u = \epsilon - x$, $f = (1 + e^{-\lambda/2})^2$.
+
+    $\hat\epsilon = (z + \alpha\hat u)/(\alpha + \sigma)$, $\hat u = ((\alpha + \sigma)\hat\epsilon - z)/\alpha$.
+    """
+
+    def factor(self, logsnr, sigma_data):
+        return (1.0 + np.exp(-0.5 * logsnr)) ** 2
+
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data):
+        return eps - x
+
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data):
+        return (z + alpha * prediction) / (alpha + sigma)
+
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data):
+        return ((alpha + sigma) * eps_hat - z) / alpha
+
+
+_TARGETS: dict[str, _AbstractTarget] = {"eps": _Eps(), "x": _X(), "v": _V(), "F": _F(), "u": _U()}
+
+
+def target_factor(target: str, logsnr, sigma_data: float = 0.5):
+    r"""The factor $f$ in $\|y - \hat y\|^2 = f(\lambda)\|\epsilon - \hat\epsilon\|^2$, target $y$.
+
+    **Returns:** an array like `logsnr`.
+    """
+    _checks.target(target)
+    return _TARGETS[target].factor(np.asarray(logsnr, dtype=np.float64), sigma_data)
 
 
 def target_value(target: str, x, eps, logsnr, sigma_data: float = 0.5):
@@ -73,16 +190,7 @@ def target_value(target: str, x, eps, logsnr, sigma_data: float = 0.5):
     x, eps = np.asarray(x, dtype=np.float64), np.asarray(eps, dtype=np.float64)
     logsnr = np.asarray(logsnr, dtype=np.float64)
     alpha, sigma = alpha_sigma(logsnr)
-    if target == "eps":
-        return eps.copy()
-    if target == "x":
-        return x.copy()
-    if target == "v":
-        return alpha * eps - sigma * x
-    if target == "F":
-        d = _edm_denominator(logsnr, sigma_data)
-        return (sigma * x / sigma_data - alpha * sigma_data * eps) / np.sqrt(d)
-    return eps - x
+    return _TARGETS[target].value(x, eps, alpha, sigma, logsnr, sigma_data)
 
 
 def eps_from_prediction(target: str, prediction, z, logsnr, sigma_data: float = 0.5):
@@ -111,16 +219,7 @@ def eps_from_prediction(target: str, prediction, z, logsnr, sigma_data: float = 
     prediction, z = np.asarray(prediction, dtype=np.float64), np.asarray(z, dtype=np.float64)
     logsnr = np.asarray(logsnr, dtype=np.float64)
     alpha, sigma = alpha_sigma(logsnr)
-    if target == "eps":
-        return prediction.copy()
-    if target == "x":
-        return (z - alpha * prediction) / sigma
-    if target == "v":
-        return sigma * z + alpha * prediction
-    if target == "F":
-        d = _edm_denominator(logsnr, sigma_data)
-        return sigma * z / d - alpha * sigma_data * prediction / np.sqrt(d)
-    return (z + alpha * prediction) / (alpha + sigma)
+    return _TARGETS[target].eps_from_prediction(prediction, z, alpha, sigma, logsnr, sigma_data)
 
 
 def prediction_from_eps(target: str, eps_hat, z, logsnr, sigma_data: float = 0.5):
@@ -138,13 +237,4 @@ def prediction_from_eps(target: str, eps_hat, z, logsnr, sigma_data: float = 0.5
     eps_hat, z = np.asarray(eps_hat, dtype=np.float64), np.asarray(z, dtype=np.float64)
     logsnr = np.asarray(logsnr, dtype=np.float64)
     alpha, sigma = alpha_sigma(logsnr)
-    if target == "eps":
-        return eps_hat.copy()
-    if target == "x":
-        return (z - sigma * eps_hat) / alpha
-    if target == "v":
-        return (eps_hat - sigma * z) / alpha
-    if target == "F":
-        d = _edm_denominator(logsnr, sigma_data)
-        return np.sqrt(d) / (alpha * sigma_data) * (sigma * z / d - eps_hat)
-    return ((alpha + sigma) * eps_hat - z) / alpha
+    return _TARGETS[target].prediction_from_eps(eps_hat, z, alpha, sigma, logsnr, sigma_data)

@@ -17,6 +17,7 @@ import eqx_impl.learned
 import eqx_impl.probe
 import eqx_impl.proposals
 import eqx_impl.schedules
+import eqx_impl.targets
 import eqx_impl.weightings
 
 MODULES = [
@@ -27,6 +28,7 @@ MODULES = [
     eqx_impl.importance,
     eqx_impl.proposals,
     eqx_impl.probe,
+    eqx_impl.targets,
 ]
 ALLOWED_OVERRIDES: set[tuple[str, str]] = set()  # none: every override is a bug
 

@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import eqx_impl as E
+import eqx_impl.targets as eqx_targets
 import reference as R
+import reference.targets as ref_targets
 from tests.equivalence import close, logsnr_values, precision, to_jax
 
 X64 = pytest.mark.parametrize("x64", [False, True], ids=["f32", "x64"])
@@ -57,8 +59,12 @@ def _check_linear(eqx_fn, ref_fn, target, a, b, lam, sigma_data, x64):
 
 
 def test_equivalence_TARGETS():
-    """One name table, and both packages' conversions reject a name outside it alike."""
+    """One name table, one target class per name in each package, and both packages'
+    conversions reject a name outside it alike."""
     assert E.TARGETS == R.TARGETS == ("eps", "x", "v", "F", "u")
+    assert tuple(eqx_targets._TARGETS) == tuple(ref_targets._TARGETS) == R.TARGETS
+    for pkg in (eqx_targets, ref_targets):
+        assert [type(t).__name__ for t in pkg._TARGETS.values()] == ["_Eps", "_X", "_V", "_F", "_U"]
     message = r"Unknown target 'epsilon'; choose one of \('eps', 'x', 'v', 'F', 'u'\)"
     one = to_jax(np.ones(1), np.float32)  # an array, as the eqx annotation (checked in tests) asks
     for pkg in (E, R):
