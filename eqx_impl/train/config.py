@@ -115,7 +115,7 @@ class ModelConfig:
 
     def build(self, shape: tuple[int, ...], target: str, *, key) -> EpsModel:
         """The network for data of `shape` predicting `target`, in `EpsModel` (which turns
-        its prediction into ε̂); needs `sigma_data` (`loop.resolve` fills it in).
+        its prediction into ε̂); needs `sigma_data` (`resolve.resolve` fills it in).
 
         **Returns:** an `EpsModel`.
         """
@@ -163,10 +163,10 @@ class ObjectiveConfig:
 
     @property
     def interval(self) -> tuple[float, float]:
-        """$[\\lambda_{\\min}, \\lambda_{\\max}]$ of a resolved objective (`loop.resolve`
+        """$[\\lambda_{\\min}, \\lambda_{\\max}]$ of a resolved objective (`resolve.resolve`
         fills it in from the proposal). **Returns:** two floats."""
         if self.logsnr_min is None or self.logsnr_max is None:
-            raise ValueError("ObjectiveConfig.interval: resolve the config first (loop.resolve).")
+            raise ValueError("ObjectiveConfig.interval: resolve the config first (resolve.resolve).")
         return self.logsnr_min, self.logsnr_max
 
     def build_proposal(self, optim: OptimConfig, *, key) -> AbstractProposal:
