@@ -19,6 +19,7 @@ import numpy as np
 from scipy import special
 
 import _checks
+from reference._typing import FloatArray
 from reference.schedules import alpha_sigma
 
 TARGETS = _checks.TARGETS
@@ -49,19 +50,19 @@ class _AbstractTarget(abc.ABC):
     """
 
     @abc.abstractmethod
-    def factor(self, logsnr, sigma_data: float):
+    def factor(self, logsnr, sigma_data: float) -> FloatArray:
         r"""$f_y(\lambda)$."""
 
     @abc.abstractmethod
-    def value(self, x, eps, alpha, sigma, logsnr, sigma_data: float):
+    def value(self, x, eps, alpha, sigma, logsnr, sigma_data: float) -> FloatArray:
         r"""$y(x, \epsilon, \lambda)$."""
 
     @abc.abstractmethod
-    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data: float):
+    def eps_from_prediction(self, prediction, z, alpha, sigma, logsnr, sigma_data: float) -> FloatArray:
         r"""$\hat\epsilon$ from $\hat y$ at $z$."""
 
     @abc.abstractmethod
-    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data: float):
+    def prediction_from_eps(self, eps_hat, z, alpha, sigma, logsnr, sigma_data: float) -> FloatArray:
         r"""$\hat y$ from $\hat\epsilon$ at $z$."""
 
 
