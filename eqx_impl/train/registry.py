@@ -1,4 +1,6 @@
-r"""Names → objects: data sets, networks, weightings and proposals (schedules) from a config.
+r"""Names → objects: data sets, networks, weightings and proposals (schedules), built from a
+name and its arguments (the config's sections call these builders; this module does not read
+configs). Constructor errors come back as `ConfigError` naming the config key.
 
 Everything is built in `eqx_impl` (the pre-flight builds the `reference` twins of these
 objects itself). Names are case-insensitive and `_` reads as `-`.
